@@ -1,0 +1,203 @@
+"""Image-folder dataset, the usual training transforms, and image grids.
+
+Pixels inside the training code are float32 CHW in ``[-1, 1]``; PIL images are RGB uint8.
+"""
+import math
+import os
+
+import numpy as np
+import paddle.io
+from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageTransform",
+    "ImageFolderDataset",
+    "ResumableBatchSampler",
+    "pil_to_tensor_array",
+    "array_to_pil",
+    "make_grid",
+    "save_grid",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
+# files that may sit next to images (captions, metadata) and are not images
+_SIDE_FILE_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv", ".md", ".npy", ".npz", ".pkl", ".yaml", ".yml")
+
+
+def pil_to_tensor_array(image):
+    """RGB PIL image (H, W) -> float32 array ``(3, H, W)`` in ``[-1, 1]``."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return (arr.transpose(2, 0, 1) / 127.5 - 1.0).astype(np.float32)
+
+
+def array_to_pil(array):
+    """``(3, H, W)`` or ``(H, W, 3)`` array/tensor in ``[-1, 1]`` -> RGB PIL image (values clipped)."""
+    arr = np.asarray(array.numpy() if hasattr(array, "numpy") else array, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    arr = np.clip((arr + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+class ImageTransform:
+    """Resize the short side to ``resolution``, crop to a square, optionally flip, scale to [-1, 1].
+
+    Args:
+        resolution: output side in pixels (int) or ``(height, width)``.
+        center_crop: center crop if True, random crop otherwise.
+        random_flip: horizontal flip with probability 0.5.
+        interpolation: PIL resampling filter for the resize.
+
+    Call with ``(image, rng)`` where ``rng`` is a ``numpy.random.Generator`` (so that a sample's
+    augmentation can be reproduced from a seed); returns float32 ``(3, H, W)`` in ``[-1, 1]``.
+    """
+
+    def __init__(self, resolution, center_crop=False, random_flip=False, interpolation=Image.BICUBIC):
+        self.size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.interpolation = interpolation
+
+    def __call__(self, image, rng):
+        image = image.convert("RGB")
+        th, tw = self.size
+        scale = max(th / image.height, tw / image.width)
+        new_w, new_h = max(tw, round(image.width * scale)), max(th, round(image.height * scale))
+        if (new_w, new_h) != image.size:
+            image = image.resize((new_w, new_h), self.interpolation)
+        if self.center_crop:
+            top, left = (new_h - th) // 2, (new_w - tw) // 2
+        else:
+            top, left = int(rng.integers(0, new_h - th + 1)), int(rng.integers(0, new_w - tw + 1))
+        image = image.crop((left, top, left + tw, top + th))
+        if self.random_flip and rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        return pil_to_tensor_array(image)
+
+
+def list_images(root):
+    """Sorted image paths under ``root`` (recursive).
+
+    Side files (``.txt``, ``.json``, ``.jsonl``, ...) and hidden files are ignored; any other
+    file is opened (header only) and must be an image.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+        ValueError: a file is not a readable image (named in the message), or no image found.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root!r} does not exist or is not a directory")
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name.lower().endswith(_SIDE_FILE_EXTENSIONS):
+                continue
+            path = os.path.join(dirpath, name)
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                try:
+                    with Image.open(path) as im:
+                        im.verify()
+                except Exception:
+                    raise ValueError(f"{path!r} in image folder {root!r} is not an image file") from None
+            paths.append(path)
+    if not paths:
+        raise ValueError(f"image folder {root!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+class ImageFolderDataset(paddle.io.Dataset):
+    """Map-style dataset over the images below a folder.
+
+    Sample ``i`` is ``{"pixel_values": float32 (3, H, W) in [-1, 1]}`` plus ``"class_labels"``
+    (int64, index of the first-level subfolder in sorted order) when ``with_labels``.
+
+    Augmentation randomness comes from ``numpy.random.default_rng([seed, epoch, i])``, so a
+    sample is a pure function of ``(seed, epoch, i)``: runs resume exactly and DataLoader
+    workers need no seeding.  Call :meth:`set_epoch` at the start of each epoch.
+
+    Raises:
+        FileNotFoundError / ValueError: see :func:`list_images`; an image that fails to decode
+            when loaded raises ``ValueError`` naming its path.
+    """
+
+    def __init__(self, root, transform, with_labels=False, seed=0):
+        super().__init__()
+        self.root = root
+        self.paths = list_images(root)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.with_labels = with_labels
+        if with_labels:
+            rel = [os.path.relpath(p, root).split(os.sep) for p in self.paths]
+            if any(len(r) < 2 for r in rel):
+                raise ValueError(f"with class labels, images must sit in class subfolders of {root!r}")
+            self.classes = sorted({r[0] for r in rel})
+            index = {c: i for i, c in enumerate(self.classes)}
+            self.labels = [index[r[0]] for r in rel]
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except Exception as e:
+            raise ValueError(f"cannot decode image {path!r}: {e}") from None
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        sample = {"pixel_values": self.transform(image, rng)}
+        if self.with_labels:
+            sample["class_labels"] = np.int64(self.labels[i])
+        return sample
+
+
+class ResumableBatchSampler(paddle.io.DistributedBatchSampler):
+    """``DistributedBatchSampler`` that can skip the first ``skip_batches`` of the next epoch.
+
+    Shards by rank like its parent (order is a function of the epoch set with ``set_epoch``);
+    after a resume, set ``skip_batches`` to the number of batches the checkpoint had consumed
+    in its epoch so the data order continues exactly.  The skip applies once.
+    """
+
+    skip_batches = 0
+
+    def __iter__(self):
+        skip, self.skip_batches = self.skip_batches, 0
+        for i, batch in enumerate(super().__iter__()):
+            if i >= skip:
+                yield batch
+
+
+def make_grid(images, nrow=None, padding=2, pad_value=255):
+    """Tile PIL images (or ``[-1, 1]`` arrays) into one PIL image with ``nrow`` per row."""
+    images = [im if isinstance(im, Image.Image) else array_to_pil(im) for im in images]
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    nrow = nrow or math.ceil(math.sqrt(len(images)))
+    ncol = math.ceil(len(images) / nrow)
+    w, h = max(im.width for im in images), max(im.height for im in images)
+    grid = Image.new("RGB", (nrow * w + (nrow + 1) * padding, ncol * h + (ncol + 1) * padding), (pad_value,) * 3)
+    for k, im in enumerate(images):
+        r, c = divmod(k, nrow)
+        grid.paste(im.convert("RGB"), (padding + c * (w + padding), padding + r * (h + padding)))
+    return grid
+
+
+def save_grid(images, path, nrow=None, upscale=1):
+    """Save :func:`make_grid` of ``images`` to ``path`` (PNG); ``upscale`` enlarges small images
+    with nearest-neighbour so a person can see them.  Returns ``path``."""
+    grid = make_grid(images, nrow=nrow)
+    if upscale > 1:
+        grid = grid.resize((grid.width * upscale, grid.height * upscale), Image.NEAREST)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    grid.save(path)
+    return path

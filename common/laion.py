@@ -1,0 +1,285 @@
+"""laion400m-format part files: the writer used to make them and a sharded reader.
+
+Format (as upstream PaddleMIX/ppdiffusers uses it):
+
+* a *part file* (``part-000000`` or ``part-000000.gz``, gzip detected by the ``.gz`` suffix) holds
+  one record per line, tab-separated.  Two column layouts exist upstream and both are read:
+
+  - ``"caption"`` layout (stable_diffusion pretraining): ``caption \\t _ \\t img_b64``
+  - ``"laion"`` layout (autoencoder text_image_pair): ``_ \\t caption \\t _ \\t img_b64``
+
+  ``img_b64`` is the base64 of the encoded image file (JPEG/PNG bytes).  ``layout="auto"`` picks
+  ``caption`` for 3 columns and ``laion`` for 4 or more.
+* a *filelist* (``name.filelist``) lists part paths, one per line; a path may repeat (upstream
+  repeats parts so that many readers have work); each listed entry is one pass over that part.
+* a *filelist list* (``name.filelist.list``) lists filelists, one per line.
+
+Relative paths inside a filelist are resolved first against the current directory (upstream's
+behaviour) and then against the filelist's own folder.
+"""
+import base64
+import gzip
+import io
+import logging
+import os
+import random
+
+import paddle.io
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "encode_image_b64",
+    "decode_image_b64",
+    "parse_laion_line",
+    "write_laion_parts",
+    "read_part_paths",
+    "LaionDataset",
+]
+
+
+def encode_image_b64(image, format="JPEG", quality=95):
+    """Encode a PIL image as base64 text of its ``format`` file bytes (RGB for JPEG)."""
+    buf = io.BytesIO()
+    if format.upper() == "JPEG" and image.mode != "RGB":
+        image = image.convert("RGB")
+    image.save(buf, format=format, quality=quality) if format.upper() == "JPEG" else image.save(buf, format=format)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_image_b64(text):
+    """Decode base64 image text to an RGB PIL image.
+
+    Raises:
+        ValueError: the text is not valid base64 or the bytes are not a complete image.
+    """
+    try:
+        raw = base64.b64decode(text, validate=True)
+        image = Image.open(io.BytesIO(raw))
+        image.load()  # forces full decode: catches truncated files
+    except Exception as e:  # binascii.Error, PIL.UnidentifiedImageError, OSError (truncated)
+        raise ValueError(f"bad image data: {type(e).__name__}: {e}") from None
+    return image.convert("RGB")
+
+
+def parse_laion_line(line, layout="auto"):
+    """Split one part-file line into ``(caption, img_b64)``.
+
+    Args:
+        line: a text line (trailing newline allowed).
+        layout: ``"caption"`` (``caption, _, img_b64``), ``"laion"`` (``_, caption, _, img_b64``)
+            or ``"auto"`` (3 columns -> caption, >= 4 -> laion).
+
+    Raises:
+        ValueError: wrong column count for the layout, or an unknown layout.
+    """
+    cols = line.rstrip("\r\n").split("\t")
+    if layout == "auto":
+        layout = "caption" if len(cols) == 3 else "laion"
+    if layout == "caption":
+        if len(cols) < 3:
+            raise ValueError(f"expected >= 3 tab-separated columns (caption, _, img_b64), got {len(cols)}")
+        return cols[0], cols[2]
+    if layout == "laion":
+        if len(cols) < 4:
+            raise ValueError(f"expected >= 4 tab-separated columns (_, caption, _, img_b64), got {len(cols)}")
+        return cols[1], cols[3]
+    raise ValueError(f"unknown layout {layout!r}; expected 'auto', 'caption' or 'laion'")
+
+
+def write_laion_parts(records, output_dir, per_part_file_num=1000, save_gzip_file=True, layout="caption", start_index=0):
+    """Write ``(caption, img_b64)`` records into part files under ``output_dir``.
+
+    Args:
+        records: iterable of ``(caption, img_b64)``; tabs/newlines in captions become spaces.
+        per_part_file_num: records per part file.
+        save_gzip_file: write ``part-NNNNNN.gz`` (gzip) instead of plain ``part-NNNNNN``.
+        layout: column layout to write (see module docstring).
+
+    Returns:
+        list of the part paths written, in order.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    paths, handle, count, index = [], None, 0, start_index
+    try:
+        for caption, img_b64 in records:
+            if handle is None or count == per_part_file_num:
+                if handle is not None:
+                    handle.close()
+                path = os.path.join(output_dir, f"part-{index:06d}" + (".gz" if save_gzip_file else ""))
+                handle = gzip.open(path, "wt", encoding="utf-8") if save_gzip_file else open(path, "w", encoding="utf-8")
+                paths.append(path)
+                index, count = index + 1, 0
+            caption = " ".join(str(caption).split())
+            cols = [caption, "", img_b64] if layout == "caption" else ["", caption, "", img_b64]
+            handle.write("\t".join(cols) + "\n")
+            count += 1
+    finally:
+        if handle is not None:
+            handle.close()
+    return paths
+
+
+def _resolve(path, base_dir):
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = os.path.join(base_dir, path)
+    return candidate if os.path.exists(candidate) else path
+
+
+def read_part_paths(file_list):
+    """Expand a ``*.filelist.list``, a ``*.filelist`` or a comma-separated mix into part paths.
+
+    A file whose lines end in ``.filelist`` is treated as a list of filelists.  Repeated entries
+    are kept.  Blank lines and ``#`` comments are ignored.
+
+    Raises:
+        FileNotFoundError: a listed file does not exist (the message names it and the list).
+        ValueError: the expansion yields no part files.
+    """
+    parts = []
+    for top in [p for p in str(file_list).split(",") if p.strip()]:
+        top = top.strip()
+        if not os.path.isfile(top):
+            raise FileNotFoundError(f"--file_list: {top!r} does not exist")
+        stack = [top]
+        while stack:
+            current = stack.pop(0)
+            base = os.path.dirname(os.path.abspath(current))
+            with open(current, "r", encoding="utf-8") as f:
+                entries = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+            for entry in entries:
+                path = _resolve(entry, base)
+                if entry.endswith(".filelist") or entry.endswith(".filelist.list"):
+                    if not os.path.isfile(path):
+                        raise FileNotFoundError(f"filelist {entry!r} listed in {current!r} does not exist")
+                    stack.append(path)
+                else:
+                    if not os.path.isfile(path):
+                        raise FileNotFoundError(f"part file {entry!r} listed in {current!r} does not exist")
+                    parts.append(path)
+    if not parts:
+        raise ValueError(f"--file_list {file_list!r} names no part files (empty filelist?)")
+    return parts
+
+
+def _reader_identity():
+    """(reader_id, num_readers) over distributed ranks x dataloader workers."""
+    rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    info = paddle.io.get_worker_info()
+    worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * num_workers + worker_id, world * num_workers
+
+
+class LaionDataset(paddle.io.IterableDataset):
+    """A paddle ``IterableDataset`` over laion400m-format parts, sharded over ranks and workers.
+
+    Each reader (``rank * num_workers + worker_id`` of ``world_size * num_workers``) takes the
+    part entries ``i`` with ``i % num_readers == reader_id`` when there are at least as many
+    entries as readers; otherwise every reader opens every part and keeps the lines whose
+    global index ``% num_readers == reader_id``.  Either way each record is yielded exactly once
+    per pass over all readers and no reader is left without data (so no rank waits forever).
+
+    Corrupt lines (wrong column count, bad base64, undecodable or truncated image, or an error
+    raised by ``process_fn``) are skipped; :attr:`num_skipped` counts them and a warning names
+    the part file and count at the end of each part.
+
+    Args:
+        file_list: see :func:`read_part_paths`.
+        process_fn: ``f(image: PIL.Image RGB, caption: str) -> dict`` producing the sample
+            (default: ``{"image": image, "caption": caption}``).
+        layout: column layout, see :func:`parse_laion_line`.
+        shuffle: shuffle part order each pass (same order on every reader) and lines inside a
+            ``buffer_size`` window.
+        seed: base seed for the shuffles; pass ``p`` uses ``seed + p``.
+        infinite: loop over passes forever (step-based training) instead of one pass.
+        buffer_size: shuffle buffer length (records), used when ``shuffle``.
+    """
+
+    def __init__(self, file_list, process_fn=None, layout="auto", shuffle=True, seed=0, infinite=True, buffer_size=256):
+        super().__init__()
+        self.part_paths = read_part_paths(file_list)
+        self.process_fn = process_fn
+        self.layout = layout
+        self.shuffle = shuffle
+        self.seed = seed
+        self.infinite = infinite
+        self.buffer_size = buffer_size
+        self.num_skipped = 0
+        self.num_read = 0
+
+    def _iter_part(self, path, keep):
+        opener = gzip.open if path.endswith(".gz") else open
+        skipped = 0
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            line_index = 0
+            while True:
+                try:
+                    line = f.readline()
+                except (OSError, EOFError) as e:  # truncated gzip stream
+                    skipped += 1
+                    logger.warning("laion reader: %s is truncated or corrupt after %d lines: %s", path, line_index, e)
+                    break
+                if not line:
+                    break
+                index, line_index = line_index, line_index + 1
+                if not line.strip() or not keep(index):
+                    continue
+                try:
+                    caption, img_b64 = parse_laion_line(line, self.layout)
+                    image = decode_image_b64(img_b64)
+                    sample = self.process_fn(image, caption) if self.process_fn else {"image": image, "caption": caption}
+                except Exception as e:
+                    skipped += 1
+                    if skipped <= 3:
+                        logger.warning("laion reader: skipping line %d of %s: %s", index + 1, path, e)
+                    continue
+                if sample is None:
+                    continue
+                self.num_read += 1
+                yield sample
+        if skipped:
+            self.num_skipped += skipped
+            logger.warning("laion reader: skipped %d corrupt line(s) in %s (%d so far)", skipped, path, self.num_skipped)
+
+    def _iter_pass(self, pass_index):
+        reader_id, num_readers = _reader_identity()
+        parts = list(self.part_paths)
+        if self.shuffle:
+            random.Random(self.seed + pass_index).shuffle(parts)
+        if len(parts) >= num_readers:
+            for path in parts[reader_id::num_readers]:
+                yield from self._iter_part(path, lambda i: True)
+        else:
+            # fewer parts than readers: every reader scans every part and keeps its share of lines
+            counter = [0]
+
+            def keep(_):
+                mine = counter[0] % num_readers == reader_id
+                counter[0] += 1
+                return mine
+
+            for path in parts:
+                yield from self._iter_part(path, keep)
+
+    def __iter__(self):
+        reader_id, _ = _reader_identity()
+        rng = random.Random(hash((self.seed, reader_id)) & 0xFFFFFFFF)
+        pass_index = 0
+        while True:
+            stream = self._iter_pass(pass_index)
+            if self.shuffle and self.buffer_size > 1:
+                buffer = []
+                for sample in stream:
+                    buffer.append(sample)
+                    if len(buffer) >= self.buffer_size:
+                        yield buffer.pop(rng.randrange(len(buffer)))
+                rng.shuffle(buffer)
+                yield from buffer
+            else:
+                yield from stream
+            pass_index += 1
+            if not self.infinite:
+                return

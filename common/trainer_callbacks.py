@@ -1,0 +1,81 @@
+"""paddlenlp ``Trainer`` pieces shared by the Trainer-based examples.
+
+:class:`EMACallback` keeps an exponential moving average of the model's parameters next to the
+Trainer: it updates after every optimisation step, writes ``ema_state.pdparams`` (and optionally
+an exported EMA model) into each ``checkpoint-<step>`` folder the Trainer saves, and restores
+the EMA when training resumes from such a folder.
+"""
+import os
+
+import paddle
+from paddlenlp.trainer import TrainerCallback
+from paddlenlp.trainer.trainer_utils import get_last_checkpoint
+
+__all__ = ["EMA_STATE_FILE", "EMACallback", "resolve_trainer_checkpoint"]
+
+EMA_STATE_FILE = "ema_state.pdparams"
+
+
+def resolve_trainer_checkpoint(resume_from_checkpoint, output_dir):
+    """Map ``--resume_from_checkpoint`` (``None``, ``"latest"``/``"true"`` or a folder) to a
+    Trainer checkpoint folder or ``None``.
+
+    Raises:
+        FileNotFoundError: a folder that does not exist.
+    """
+    if resume_from_checkpoint in (None, "", False, "none", "None"):
+        return None
+    if str(resume_from_checkpoint).lower() in ("latest", "true"):
+        return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if not os.path.isdir(resume_from_checkpoint):
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a folder")
+    return resume_from_checkpoint
+
+
+class EMACallback(TrainerCallback):
+    """Update, checkpoint and restore a ppdiffusers ``EMAModel`` alongside a paddlenlp Trainer.
+
+    Args:
+        ema: ``ppdiffusers.training_utils.EMAModel`` built from ``parameters``.
+        parameters: the list of parameters the EMA tracks (same order as at construction).
+        resume_from_checkpoint: checkpoint folder the Trainer resumes from (or ``None``); its
+            ``ema_state.pdparams`` is loaded at train start.
+        export_fn: optional ``f(checkpoint_dir)`` called on rank 0 at each save while the EMA
+            weights are swapped into ``parameters`` (e.g. to write ``unet_ema/`` with
+            ``save_pretrained``); the raw weights are restored afterwards.
+
+    Raises:
+        FileNotFoundError: at train start, when resuming from a folder without EMA state.
+    """
+
+    def __init__(self, ema, parameters, resume_from_checkpoint=None, export_fn=None):
+        self.ema = ema
+        self.parameters = list(parameters)
+        self.resume_from_checkpoint = resume_from_checkpoint
+        self.export_fn = export_fn
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.resume_from_checkpoint:
+            path = os.path.join(self.resume_from_checkpoint, EMA_STATE_FILE)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"resuming with EMA but {path!r} does not exist")
+            self.ema.load_state_dict(paddle.load(path))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ema.step(self.parameters)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, EMA_STATE_FILE + ".tmp")
+        paddle.save(self.ema.state_dict(), tmp)
+        os.replace(tmp, os.path.join(folder, EMA_STATE_FILE))
+        if self.export_fn is not None:
+            self.ema.store(self.parameters)
+            self.ema.copy_to(self.parameters)
+            try:
+                self.export_fn(folder)
+            finally:
+                self.ema.restore(self.parameters)

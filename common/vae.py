@@ -1,0 +1,63 @@
+"""Loading the autoencoder that the latent examples (stable_diffusion, class_conditional,
+ldm_uvit) encode images with.
+
+``--vae_name_or_path`` may be a hub id (``CompVis/stable-diffusion-v1-4`` with subfolder
+``vae``; needs a network), a local ``save_pretrained`` folder (or a pipeline folder with a
+``vae/`` subfolder), or ``random`` for a freshly initialised AutoencoderKL built from
+``autoencoder/config/vae_demo.json`` (f4: 32x32 pixels -> 4x8x8 latents), which the
+autoencoder demo (``autoencoder/run_train_vae_demo.sh``) trains and saves to
+:data:`DEMO_VAE_DIR`.  ``auto`` takes the trained demo VAE when it exists, else ``random``.
+"""
+import json
+import os
+
+from common.logging_utils import get_logger
+
+__all__ = ["DEMO_VAE_CONFIG", "DEMO_VAE_DIR", "load_vae"]
+
+_REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+DEMO_VAE_CONFIG = os.path.join(_REPO_ROOT, "autoencoder", "config", "vae_demo.json")
+DEMO_VAE_DIR = os.path.join(_REPO_ROOT, "outputs", "vae_demo", "final")
+
+
+def load_vae(vae_name_or_path="auto", seed=0):
+    """Return ``(vae, description)`` for ``vae_name_or_path`` (see module docstring).
+
+    The VAE is in eval mode with gradients off (``stop_gradient`` on every parameter).
+    ``description`` says what was loaded ("trained demo VAE at ...", "randomly initialised ...")
+    and is logged, so a run's log tells which autoencoder made its latents.
+
+    Raises:
+        FileNotFoundError: a local-looking path (starts with ``.`` or ``/``) that does not exist.
+    """
+    import paddle
+    from ppdiffusers import AutoencoderKL
+
+    logger = get_logger("vae")
+    name = vae_name_or_path or "auto"
+    if name == "auto":
+        name = DEMO_VAE_DIR if os.path.isfile(os.path.join(DEMO_VAE_DIR, "config.json")) else "random"
+    if name == "random":
+        with open(DEMO_VAE_CONFIG) as f:
+            config = json.load(f)
+        state = paddle.get_rng_state()
+        paddle.seed(seed)
+        vae = AutoencoderKL.from_config(config)
+        paddle.set_rng_state(state)
+        description = f"randomly initialised AutoencoderKL from {os.path.relpath(DEMO_VAE_CONFIG, _REPO_ROOT)} (seed {seed}); train one with autoencoder/run_train_vae_demo.sh"
+    else:
+        if name.startswith((".", "/")) and not os.path.exists(name):
+            raise FileNotFoundError(f"--vae_name_or_path {name!r} does not exist")
+        if os.path.isfile(os.path.join(name, "config.json")):
+            subfolder = None  # a save_pretrained VAE folder
+        elif os.path.isdir(os.path.join(name, "vae")):
+            subfolder = "vae"  # a full pipeline folder
+        else:
+            subfolder = "vae" if name.count("/") == 1 else None  # hub pipeline id vs ".../vae" id
+        vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder)
+        description = f"AutoencoderKL from {name}" + (f" (subfolder {subfolder})" if subfolder else "")
+    vae.eval()
+    for p in vae.parameters():
+        p.stop_gradient = True
+    logger.info("VAE: %s", description)
+    return vae, description
