@@ -7,6 +7,7 @@ into it (e.g. a ``save_pretrained`` model folder).  It is first written as
 ``checkpoint-<step>.tmp-<pid>`` and then renamed, so a crash mid-save never leaves a
 half-written ``checkpoint-<step>`` and the previous checkpoint stays loadable.
 """
+import contextlib
 import os
 import random
 import re
@@ -15,10 +16,48 @@ import shutil
 import numpy as np
 import paddle
 
-__all__ = ["get_rng_state", "set_rng_state", "save_checkpoint", "list_checkpoints", "resolve_checkpoint", "load_checkpoint", "STATE_FILE"]
+__all__ = ["optimizer_state", "load_optimizer_state", "get_rng_state", "set_rng_state", "preserve_rng_state", "save_checkpoint", "list_checkpoints", "resolve_checkpoint", "load_checkpoint", "STATE_FILE"]
 
 STATE_FILE = "training_state.pdparams"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def optimizer_state(optimizer, parameters):
+    """``optimizer.state_dict()`` together with the names of ``parameters`` (in order).
+
+    Paddle keys optimizer slots by each parameter's generated unique name (``conv2d_8.w_0``),
+    which differs when the model is built again in the same process; storing the names lets
+    :func:`load_optimizer_state` map the slots onto any freshly built copy of the model.
+    """
+    return {"state": optimizer.state_dict(), "param_names": [p.name for p in parameters]}
+
+
+def load_optimizer_state(optimizer, saved, parameters):
+    """Restore a dict from :func:`optimizer_state` into ``optimizer`` whose parameters are
+    ``parameters`` (same architecture and order as when saved).
+
+    Raises:
+        ValueError: the number of parameters differs from the saved one.
+    """
+    new_names = [p.name for p in parameters]
+    if len(new_names) != len(saved["param_names"]):
+        raise ValueError(f"optimizer state was saved for {len(saved['param_names'])} parameters, the model has {len(new_names)}")
+    mapping = dict(zip(saved["param_names"], new_names))
+    old_sorted = sorted(mapping, key=len, reverse=True)
+
+    def rename(key):
+        for old in old_sorted:
+            if key == old or (key.startswith(old) and key[len(old)] == "_"):
+                return mapping[old] + key[len(old):]
+        return key
+
+    state = {}
+    for key, value in saved["state"].items():
+        if key == "master_weights" and isinstance(value, dict):
+            state[key] = {rename(k): v for k, v in value.items()}
+        else:
+            state[rename(key)] = value
+    optimizer.set_state_dict(state)
 
 
 def get_rng_state():
@@ -31,6 +70,17 @@ def set_rng_state(state):
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     paddle.set_rng_state(state["paddle"])
+
+
+@contextlib.contextmanager
+def preserve_rng_state():
+    """Run a block (e.g. sampling a preview grid) without disturbing the training RNG streams,
+    so a run that samples mid-training and a run resumed from its checkpoint stay identical."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def list_checkpoints(output_dir):

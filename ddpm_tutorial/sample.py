@@ -1,0 +1,50 @@
+"""Sample an N x N grid from a saved ``DDPMPipeline`` folder.
+
+    python ddpm_tutorial/sample.py --pipeline_dir outputs/ddpm_faces --grid_size 8 --output outputs/ddpm_faces/grid.png
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
+from common.cpu_env import apply_cpu_env  # noqa: E402
+
+apply_cpu_env()  # before paddle is imported
+
+import paddle  # noqa: E402
+from ppdiffusers import DDIMScheduler, DDPMPipeline  # noqa: E402
+
+from common.images import save_grid  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pipeline_dir", default="outputs/ddpm_faces", help="folder written by DDPMPipeline.save_pretrained")
+    p.add_argument("--output", default=None, help="PNG path (default: <pipeline_dir>/grid.png)")
+    p.add_argument("--grid_size", type=int, default=8, help="N for an N x N grid")
+    p.add_argument("--scheduler", default="ddim", choices=["ddpm", "ddim"], help="ddpm uses every training step")
+    p.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps (ignored for ddpm)")
+    p.add_argument("--upscale", type=int, default=2, help="nearest-neighbour enlargement of the grid")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isfile(os.path.join(args.pipeline_dir, "model_index.json")):
+        raise FileNotFoundError(f"--pipeline_dir {args.pipeline_dir!r} has no model_index.json (not a saved DDPMPipeline)")
+    pipeline = DDPMPipeline.from_pretrained(args.pipeline_dir)
+    steps = pipeline.scheduler.config.num_train_timesteps
+    if args.scheduler == "ddim":
+        pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+        steps = args.num_inference_steps
+    generator = paddle.Generator().manual_seed(args.seed)
+    images = pipeline(batch_size=args.grid_size**2, num_inference_steps=steps, generator=generator).images
+    output = args.output or os.path.join(args.pipeline_dir, "grid.png")
+    save_grid(images, output, nrow=args.grid_size, upscale=args.upscale)
+    print(output)
+    return output
+
+
+if __name__ == "__main__":
+    main()

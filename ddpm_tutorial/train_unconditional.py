@@ -1,0 +1,238 @@
+"""Train an unconditional pixel-space DDPM with ppdiffusers, written out as an explicit loop
+(the diffusers ``train_unconditional`` recipe): UNet2DModel, ``DDPMScheduler.add_noise``, MSE on the
+predicted noise (or on x0 with ``--prediction_type sample``), AdamW + warm-up, EMA, checkpoints
+with exact resume, and a ``DDPMPipeline`` folder at the end.
+
+    python ddpm_tutorial/train_unconditional.py --train_data_dir data/demo/faces --resolution 32 \
+        --output_dir outputs/ddpm_faces --max_train_steps 1500
+
+Outputs in ``--output_dir``: ``checkpoint-<step>/`` (training state), ``samples/step-<step>.png``,
+VisualDL logs in ``logs/``, and the final pipeline (``unet/`` with EMA weights, ``scheduler/``,
+``model_index.json``) that ``DDPMPipeline.from_pretrained(output_dir)`` loads.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
+from common.cpu_env import apply_cpu_env  # noqa: E402
+
+apply_cpu_env()  # before paddle is imported
+
+import paddle  # noqa: E402
+import paddle.nn.functional as F  # noqa: E402
+from denoising_diffusion import build_unet  # noqa: E402
+from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
+from ppdiffusers.optimization import get_scheduler  # noqa: E402
+from ppdiffusers.training_utils import EMAModel  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from common.checkpoint import get_rng_state, load_checkpoint, load_optimizer_state, optimizer_state, preserve_rng_state, resolve_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
+from common.distributed import barrier, get_rank, get_world_size, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
+from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, save_grid  # noqa: E402
+from common.logging_utils import TrainLogger  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Train an unconditional DDPM (UNet2DModel) on a folder of images.")
+    # data
+    p.add_argument("--train_data_dir", default="data/demo/faces", help="folder of training images (searched recursively)")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--center_crop", action="store_true", help="center crop (default: random crop)")
+    p.add_argument("--random_flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--dataloader_num_workers", type=int, default=0)
+    # model (the tutorial's layout is --block_out_channels 128 128 256 256 512 512 --attention_levels 4)
+    p.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--attention_levels", type=int, nargs="*", default=[2])
+    p.add_argument("--layers_per_block", type=int, default=1)
+    p.add_argument("--ddpm_num_steps", type=int, default=1000)
+    p.add_argument("--ddpm_beta_schedule", default="linear", choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
+    p.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "sample"])
+    # optimisation
+    p.add_argument("--train_batch_size", type=int, default=32, help="per process")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--num_epochs", type=int, default=100)
+    p.add_argument("--max_train_steps", type=int, default=None, help="total steps; wins over --num_epochs")
+    p.add_argument("--learning_rate", type=float, default=5e-4)
+    p.add_argument("--lr_scheduler", default="cosine", help="constant|constant_with_warmup|linear|cosine|...")
+    p.add_argument("--lr_warmup_steps", type=int, default=50)
+    p.add_argument("--adam_beta1", type=float, default=0.95)
+    p.add_argument("--adam_beta2", type=float, default=0.999)
+    p.add_argument("--adam_weight_decay", type=float, default=1e-6)
+    p.add_argument("--adam_epsilon", type=float, default=1e-8)
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
+    p.add_argument("--use_ema", action="store_true")
+    p.add_argument("--ema_max_decay", type=float, default=0.999)
+    p.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    p.add_argument("--ema_power", type=float, default=3 / 4)
+    # outputs
+    p.add_argument("--output_dir", default="outputs/ddpm_faces")
+    p.add_argument("--logging_steps", type=int, default=10)
+    p.add_argument("--save_images_steps", type=int, default=500, help="sample a grid every N steps (0: only at the end)")
+    p.add_argument("--num_sample_images", type=int, default=16)
+    p.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="sampling steps (< ddpm_num_steps uses DDIM)")
+    p.add_argument("--checkpointing_steps", type=int, default=500)
+    p.add_argument("--checkpoints_total_limit", type=int, default=2)
+    p.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.train_batch_size < 1 or args.gradient_accumulation_steps < 1:
+        p.error("--train_batch_size and --gradient_accumulation_steps must be >= 1")
+    return args
+
+
+def sampling_pipeline(unet, noise_scheduler, num_inference_steps):
+    """DDPMPipeline over ``unet``; DDIM when fewer inference than training steps."""
+    scheduler = noise_scheduler
+    if num_inference_steps < noise_scheduler.config.num_train_timesteps:
+        scheduler = DDIMScheduler.from_config(noise_scheduler.config)
+    return DDPMPipeline(unet=unet, scheduler=scheduler)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    init_distributed()
+    seed_everything(args.seed)
+    world = get_world_size()
+
+    # -- data ----------------------------------------------------------------------------------
+    transform = ImageTransform(args.resolution, center_crop=args.center_crop, random_flip=args.random_flip)
+    dataset = ImageFolderDataset(args.train_data_dir, transform, seed=args.seed)
+    sampler = ResumableBatchSampler(dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True)
+    if len(sampler) == 0:
+        raise ValueError(f"--train_data_dir {args.train_data_dir!r} has {len(dataset)} images: fewer than one batch of {args.train_batch_size} per process")
+    loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=args.dataloader_num_workers)
+    steps_per_epoch = math.ceil(len(sampler) / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
+
+    # -- models --------------------------------------------------------------------------------
+    unet = build_unet(args.resolution, args.block_out_channels, args.attention_levels, args.layers_per_block)
+    noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule, prediction_type=args.prediction_type)
+    model = wrap_data_parallel(unet)
+    ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma, power=args.ema_power) if args.use_ema else None
+    lr_scheduler = get_scheduler(args.lr_scheduler, learning_rate=args.learning_rate, num_warmup_steps=args.lr_warmup_steps, num_training_steps=max_train_steps)
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=lr_scheduler,
+        parameters=unet.parameters(),
+        beta1=args.adam_beta1,
+        beta2=args.adam_beta2,
+        weight_decay=args.adam_weight_decay,
+        epsilon=args.adam_epsilon,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm) if args.max_grad_norm > 0 else None,
+    )
+    scaler = paddle.amp.GradScaler() if args.mixed_precision == "fp16" else None
+    logger = TrainLogger(args.output_dir, args.logging_steps, enabled=is_main_process())
+    logger.logger.info("UNet2DModel: %.2fM parameters; %d images; %d steps/epoch; %d steps", sum(p.numel().item() for p in unet.parameters()) / 1e6, len(dataset), steps_per_epoch, max_train_steps)
+
+    # -- resume --------------------------------------------------------------------------------
+    global_step, epoch, batches_in_epoch = 0, 0, 0
+    ckpt = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if ckpt:
+        state = load_checkpoint(ckpt)
+        unet.set_state_dict(state["model"])
+        load_optimizer_state(optimizer, state["optimizer"], unet.parameters())
+        lr_scheduler.set_state_dict(state["lr_scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        global_step, epoch, batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
+        set_rng_state(state["rng"])
+        logger.logger.info("resumed from %s at step %d", ckpt, global_step)
+
+    def ema_unet():
+        """The UNet with EMA weights (a copy), or the raw UNet without EMA."""
+        if ema is None:
+            return unet
+        copy = UNet2DModel.from_config(unet.config)
+        copy.set_state_dict(unet.state_dict())
+        ema.copy_to(copy.parameters())
+        return copy
+
+    def save_samples(step):
+        with preserve_rng_state():  # building the EMA copy and sampling must not shift training noise
+            pipeline = sampling_pipeline(ema_unet(), noise_scheduler, args.ddpm_num_inference_steps)
+            images = pipeline(batch_size=args.num_sample_images, num_inference_steps=args.ddpm_num_inference_steps, generator=paddle.Generator().manual_seed(args.seed), output_type="pil").images
+        path = save_grid(images, os.path.join(args.output_dir, "samples", f"step-{step}.png"), upscale=2)
+        logger.log_images("samples", Image.open(path), step)
+        return path
+
+    # -- training loop -------------------------------------------------------------------------
+    amp_dtype = "float16" if args.mixed_precision == "fp16" else "bfloat16"
+    unet.train()
+    while global_step < max_train_steps:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        sampler.skip_batches = batches_in_epoch
+        micro = 0
+        t0 = time.time()
+        for batch in loader:
+            clean_images = batch["pixel_values"]
+            noise = paddle.randn(clean_images.shape, dtype=clean_images.dtype)
+            timesteps = paddle.randint(0, noise_scheduler.config.num_train_timesteps, [clean_images.shape[0]], dtype="int64")
+            noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)  # forward process q(x_t | x_0)
+            with paddle.amp.auto_cast(enable=args.mixed_precision != "no", dtype=amp_dtype):
+                model_output = model(noisy_images, timesteps).sample
+            target = noise if args.prediction_type == "epsilon" else clean_images
+            loss = F.mse_loss(model_output.astype("float32"), target) / args.gradient_accumulation_steps
+            (scaler.scale(loss) if scaler else loss).backward()
+            batches_in_epoch += 1
+            micro += 1
+            if micro % args.gradient_accumulation_steps:
+                continue
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            lr_scheduler.step()
+            optimizer.clear_grad()
+            if ema is not None:
+                ema.step(unet.parameters())
+            global_step += 1
+            logger.step(global_step, float(loss) * args.gradient_accumulation_steps, lr=optimizer.get_lr(), num_images=clean_images.shape[0] * args.gradient_accumulation_steps * world, extra={"sec_per_step": time.time() - t0})
+            t0 = time.time()
+
+            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+                if is_main_process():
+                    state = {
+                        "model": unet.state_dict(),
+                        "optimizer": optimizer_state(optimizer, unet.parameters()),
+                        "lr_scheduler": lr_scheduler.state_dict(),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "step": global_step,
+                        "epoch": epoch,
+                        "batches_in_epoch": batches_in_epoch,
+                        "rng": get_rng_state(),
+                        "args": vars(args),
+                    }
+                    save_checkpoint(args.output_dir, global_step, state, save_total_limit=args.checkpoints_total_limit)
+                barrier()
+            if args.save_images_steps and global_step % args.save_images_steps == 0 and global_step < max_train_steps:
+                if is_main_process():
+                    save_samples(global_step)
+                barrier()
+            if global_step >= max_train_steps:
+                break
+        else:
+            if micro % args.gradient_accumulation_steps:
+                optimizer.clear_grad()  # drop an incomplete accumulation at the epoch's end
+            epoch, batches_in_epoch = epoch + 1, 0
+
+    # -- save the pipeline ---------------------------------------------------------------------
+    if is_main_process():
+        pipeline = DDPMPipeline(unet=ema_unet(), scheduler=noise_scheduler)
+        pipeline.save_pretrained(args.output_dir)
+        path = save_samples(global_step)
+        logger.logger.info("saved DDPMPipeline to %s; samples in %s", args.output_dir, path)
+    barrier()
+    # every rank reports its weights so a multi-process run can be checked for drift
+    checksum = sum(float(p.astype("float64").abs().sum()) for p in unet.parameters())
+    print(f"[rank {get_rank()}] final weights checksum {checksum:.8e}", flush=True)
+    logger.close()
+    return logger.history
+
+
+if __name__ == "__main__":
+    main()
