@@ -182,6 +182,9 @@ class LaionDataset(paddle.io.IterableDataset):
     global index ``% num_readers == reader_id``.  Either way each record is yielded exactly once
     per pass over all readers and no reader is left without data (so no rank waits forever).
 
+    A reader whose whole share of a pass yields nothing raises ``RuntimeError`` instead of
+    looping forever.
+
     Corrupt lines (wrong column count, bad base64, undecodable or truncated image, or an error
     raised by ``process_fn``) are skipped; :attr:`num_skipped` counts them and a warning names
     the part file and count at the end of each part.
@@ -270,16 +273,27 @@ class LaionDataset(paddle.io.IterableDataset):
         pass_index = 0
         while True:
             stream = self._iter_pass(pass_index)
+            yielded = 0
             if self.shuffle and self.buffer_size > 1:
                 buffer = []
                 for sample in stream:
                     buffer.append(sample)
                     if len(buffer) >= self.buffer_size:
+                        yielded += 1
                         yield buffer.pop(rng.randrange(len(buffer)))
                 rng.shuffle(buffer)
+                yielded += len(buffer)
                 yield from buffer
             else:
-                yield from stream
+                for sample in stream:
+                    yielded += 1
+                    yield sample
+            if yielded == 0:
+                # an infinite loop over nothing would hang this rank (and every rank waiting on it)
+                raise RuntimeError(
+                    f"laion reader {reader_id}: a full pass over its share of {len(self.part_paths)} part file(s) gave no "
+                    f"readable record ({self.num_skipped} corrupt line(s) skipped); check the parts listed in the file list"
+                )
             pass_index += 1
             if not self.infinite:
                 return

@@ -39,11 +39,12 @@ class TrainLogger:
         logging_steps: print/log every this many optimisation steps.
         enabled: False on ranks other than 0 (nothing is written).
         use_visualdl: write VisualDL records (needs the ``visualdl`` package).
+        total_steps: when given and stderr is a terminal, a tqdm progress bar tracks the steps.
 
     Use :meth:`step` once per optimisation step with the batch's loss and image count.
     """
 
-    def __init__(self, output_dir, logging_steps=10, enabled=True, use_visualdl=True, name="train"):
+    def __init__(self, output_dir, logging_steps=10, enabled=True, use_visualdl=True, name="train", total_steps=None, initial_step=0):
         self.logging_steps = max(1, int(logging_steps))
         self.enabled = enabled
         self.logger = get_logger(name)
@@ -52,6 +53,11 @@ class TrainLogger:
             from visualdl import LogWriter
 
             self.writer = LogWriter(logdir=os.path.join(output_dir, "logs"))
+        self.progress = None
+        if enabled and total_steps and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.progress = tqdm(total=total_steps, initial=initial_step, desc=name, dynamic_ncols=True)
         self._losses, self._images, self._t0 = [], 0, time.time()
         self.history = []  # (step, mean loss) per logged window, for tests and summaries
 
@@ -62,6 +68,9 @@ class TrainLogger:
         """
         self._losses.append(float(loss))
         self._images += num_images
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(loss=f"{float(loss):.4f}")
         if global_step % self.logging_steps:
             return None
         elapsed = max(time.time() - self._t0, 1e-9)
@@ -84,5 +93,7 @@ class TrainLogger:
             self.writer.add_image(tag=tag, img=np.asarray(grid.convert("RGB")), step=global_step)
 
     def close(self):
+        if self.progress is not None:
+            self.progress.close()
         if self.writer is not None:
             self.writer.close()

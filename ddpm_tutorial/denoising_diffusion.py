@@ -130,6 +130,7 @@ class GaussianDiffusion(nn.Layer):
     def sample(self, batch_size=16, seed=None):
         """Generate ``batch_size`` images: float32 tensor (B, C, H, W) in [0, 1]."""
         pipeline = DDPMPipeline(unet=self.unet, scheduler=self.scheduler_for_sampling())
+        pipeline.set_progress_bar_config(disable=True)
         generator = paddle.Generator().manual_seed(seed) if seed is not None else None
         was_training = self.unet.training
         self.unet.eval()
@@ -207,7 +208,7 @@ class Trainer:
         self.ema_unet = None
         self.scaler = paddle.amp.GradScaler() if amp and paddle.device.is_compiled_with_cuda() else None
         self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
-        self.logger = TrainLogger(results_folder, logging_steps, enabled=is_main_process())
+        self.logger = TrainLogger(results_folder, logging_steps, enabled=is_main_process(), total_steps=train_num_steps)
         if is_main_process():
             os.makedirs(results_folder, exist_ok=True)
 

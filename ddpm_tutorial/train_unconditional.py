@@ -89,7 +89,9 @@ def sampling_pipeline(unet, noise_scheduler, num_inference_steps):
     scheduler = noise_scheduler
     if num_inference_steps < noise_scheduler.config.num_train_timesteps:
         scheduler = DDIMScheduler.from_config(noise_scheduler.config)
-    return DDPMPipeline(unet=unet, scheduler=scheduler)
+    pipeline = DDPMPipeline(unet=unet, scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
 
 
 def main(argv=None):
@@ -124,7 +126,7 @@ def main(argv=None):
         grad_clip=paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm) if args.max_grad_norm > 0 else None,
     )
     scaler = paddle.amp.GradScaler() if args.mixed_precision == "fp16" else None
-    logger = TrainLogger(args.output_dir, args.logging_steps, enabled=is_main_process())
+    logger = TrainLogger(args.output_dir, args.logging_steps, enabled=is_main_process(), total_steps=max_train_steps)
     logger.logger.info("UNet2DModel: %.2fM parameters; %d images; %d steps/epoch; %d steps", sum(p.numel().item() for p in unet.parameters()) / 1e6, len(dataset), steps_per_epoch, max_train_steps)
 
     # -- resume --------------------------------------------------------------------------------

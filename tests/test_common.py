@@ -241,3 +241,15 @@ def test_rng_state_round_trip():
     b = (paddle.randn([3]).numpy(), np.random.rand(), __import__("random").random())
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1:] == b[1:]
+
+
+def test_reader_with_nothing_readable_fails_instead_of_hanging(tmp_path, monkeypatch):
+    part = tmp_path / "part-000000"
+    part.write_text("broken\tline\n" * 3)
+    filelist = tmp_path / "bad.filelist"
+    filelist.write_text(f"{part}\n")
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "1")
+    ds = LaionDataset(str(filelist), infinite=True)
+    with time_limit(30), pytest.raises(RuntimeError, match="no readable record"):
+        next(iter(ds))
+    assert ds.num_skipped == 3

@@ -1,0 +1,224 @@
+"""DiT backbone (Peebles & Xie, "Scalable Diffusion Models with Transformers", 2023), also used by SiT.
+
+The network follows the paper's design: patchify -> N transformer blocks with adaLN-Zero
+conditioning on ``t_emb + y_emb`` (one timestep embedder and one class embedder shared by all
+blocks) -> adaptive final layer -> unpatchify.  It is assembled from ppdiffusers building blocks
+(``PatchEmbed`` with fixed 2-D sin-cos positions, ``Timesteps``/``TimestepEmbedding``,
+``LabelEmbedding``, ``Attention``, ``FeedForward``) and names its sub-layers like ppdiffusers'
+``Transformer2DModel`` (``norm_type="ada_norm_zero"``), so that
+``tools/convert_dit_to_ppdiffusers.py`` can export it to a ``DiTPipeline`` by copying weights
+(the shared embedders are copied into every block, which is how ppdiffusers stores DiT).
+
+Inputs/outputs (all float32):
+    x: ``(N, in_channels, input_size, input_size)`` noisy latents.
+    t: ``(N,)`` timesteps; integers 0..999 for DiT, floats in [0, 1] for SiT (used as given).
+    y: ``(N,)`` int64 class ids in ``[0, num_classes)``; ``num_classes`` means "no class" (CFG).
+    returns ``(N, out_channels, input_size, input_size)`` with ``out_channels = 2*in_channels``
+    when ``learn_sigma`` (first half: eps/velocity prediction, second half: variance interpolation
+    ``v`` of Improved DDPM eq. 15), else ``in_channels``.
+"""
+import json
+import os
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from ppdiffusers.models.attention import FeedForward
+from ppdiffusers.models.attention_processor import Attention
+from ppdiffusers.models.embeddings import LabelEmbedding, PatchEmbed, TimestepEmbedding, Timesteps
+
+__all__ = ["DiT", "CONFIG_KEYS", "load_model_config", "build_model", "count_parameters"]
+
+# every key a model config JSON may hold (anything else is an error, to catch typos)
+CONFIG_KEYS = {
+    "model_type": "DiT or SiT (which objective the config is meant for)",
+    "input_size": "latent side length (image side / VAE factor)",
+    "patch_size": "patch side in latent pixels",
+    "in_channels": "latent channels",
+    "hidden_size": "transformer width",
+    "depth": "number of blocks",
+    "num_heads": "attention heads",
+    "mlp_ratio": "MLP width / hidden_size",
+    "class_dropout_prob": "probability to drop the label during training (classifier-free guidance)",
+    "num_classes": "number of classes (embedding table has one more row for 'no class')",
+    "learn_sigma": "also predict the variance interpolation (doubles the output channels)",
+    "paper_params": "parameter count reported in the paper (documentation only)",
+}
+_REQUIRED = ["input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads"]
+_DEFAULTS = {"model_type": "DiT", "mlp_ratio": 4.0, "class_dropout_prob": 0.1, "num_classes": 1000, "learn_sigma": True}
+
+
+def load_model_config(config_file):
+    """Read and validate a model config JSON (see :data:`CONFIG_KEYS`).
+
+    Returns a dict with defaults filled in.
+
+    Raises:
+        FileNotFoundError: ``config_file`` does not exist.
+        ValueError: unknown key, missing required key, or inconsistent sizes (named in the message).
+    """
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"--config_file {config_file!r} does not exist")
+    with open(config_file) as f:
+        try:
+            cfg = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config_file {config_file!r} is not valid JSON: {e}") from None
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"{config_file}: unknown config key(s) {unknown}; allowed keys: {sorted(CONFIG_KEYS)}")
+    missing = [k for k in _REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"{config_file}: missing required key(s) {missing}")
+    out = dict(_DEFAULTS)
+    out.update(cfg)
+    if out["model_type"] not in ("DiT", "SiT"):
+        raise ValueError(f"{config_file}: model_type must be 'DiT' or 'SiT', got {out['model_type']!r}")
+    if out["input_size"] % out["patch_size"]:
+        raise ValueError(f"{config_file}: input_size {out['input_size']} is not divisible by patch_size {out['patch_size']}")
+    if out["hidden_size"] % out["num_heads"]:
+        raise ValueError(f"{config_file}: hidden_size {out['hidden_size']} is not divisible by num_heads {out['num_heads']}")
+    return out
+
+
+class DiTBlock(nn.Layer):
+    """adaLN-Zero transformer block (DiT paper, Fig. 3): the conditioning vector ``c`` gives
+    shift/scale/gate for the attention and the MLP branch; gates start at zero."""
+
+    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
+        super().__init__()
+        no_affine = dict(weight_attr=False, bias_attr=False)
+        self.norm1 = nn.LayerNorm(hidden_size, epsilon=1e-6, **no_affine)
+        self.adaLN_modulation = nn.Linear(hidden_size, 6 * hidden_size)
+        self.attn1 = Attention(query_dim=hidden_size, heads=num_heads, dim_head=hidden_size // num_heads, bias=True)
+        self.norm3 = nn.LayerNorm(hidden_size, epsilon=1e-6, **no_affine)
+        self.ff = FeedForward(hidden_size, mult=mlp_ratio, activation_fn="gelu-approximate")
+
+    def forward(self, x, c):
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(F.silu(c)).chunk(6, axis=1)
+        h = self.norm1(x) * (1 + scale_msa[:, None]) + shift_msa[:, None]
+        x = x + gate_msa[:, None] * self.attn1(h)
+        h = self.norm3(x) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        return x + gate_mlp[:, None] * self.ff(h)
+
+
+class DiT(nn.Layer):
+    """Class-conditional latent transformer; arguments are the config keys (see :data:`CONFIG_KEYS`)."""
+
+    def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
+                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True):
+        super().__init__()
+        self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
+        self.hidden_size, self.depth, self.num_heads, self.mlp_ratio = hidden_size, depth, num_heads, mlp_ratio
+        self.num_classes, self.class_dropout_prob, self.learn_sigma = num_classes, class_dropout_prob, learn_sigma
+        self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.gradient_checkpointing = False
+
+        self.pos_embed = PatchEmbed(height=input_size, width=input_size, patch_size=patch_size, in_channels=in_channels,
+                                    embed_dim=hidden_size, interpolation_scale=max(input_size // 64, 1))
+        self.time_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=1)
+        self.timestep_embedder = TimestepEmbedding(in_channels=256, time_embed_dim=hidden_size)
+        self.class_embedder = LabelEmbedding(num_classes, hidden_size, class_dropout_prob)
+        self.transformer_blocks = nn.LayerList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.norm_out = nn.LayerNorm(hidden_size, epsilon=1e-6, weight_attr=False, bias_attr=False)
+        self.proj_out_1 = nn.Linear(hidden_size, 2 * hidden_size)
+        self.proj_out_2 = nn.Linear(hidden_size, patch_size * patch_size * self.out_channels)
+        self.initialize_weights()
+
+    @classmethod
+    def from_config_file(cls, config_file):
+        """Build from a JSON config (validated by :func:`load_model_config`)."""
+        return cls(**model_kwargs(load_model_config(config_file)))
+
+    def initialize_weights(self):
+        """DiT paper init: xavier-uniform linears with zero bias, N(0, 0.02) embeddings, and zero
+        adaLN / output layers so every block starts as the identity and the output is 0."""
+        xavier, zeros, normal = nn.initializer.XavierUniform(), nn.initializer.Constant(0.0), nn.initializer.Normal(std=0.02)
+        for layer in self.sublayers():
+            if isinstance(layer, nn.Linear):
+                xavier(layer.weight)
+                if layer.bias is not None:
+                    zeros(layer.bias)
+        w = self.pos_embed.proj.weight  # conv (D, C, p, p) initialised like a linear on the flattened patch
+        fan_in, fan_out = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        w.set_value(paddle.uniform(w.shape, min=-bound, max=bound))
+        zeros(self.pos_embed.proj.bias)
+        normal(self.class_embedder.embedding_table.weight)
+        normal(self.timestep_embedder.linear_1.weight)
+        normal(self.timestep_embedder.linear_2.weight)
+        for block in self.transformer_blocks:
+            zeros(block.adaLN_modulation.weight)
+            zeros(block.adaLN_modulation.bias)
+        for layer in (self.proj_out_1, self.proj_out_2):
+            zeros(layer.weight)
+            zeros(layer.bias)
+
+    def enable_gradient_checkpointing(self):
+        """``--recompute``: recompute each block's activations in the backward pass."""
+        self.gradient_checkpointing = True
+
+    def enable_xformers_memory_efficient_attention(self):
+        """Memory-efficient attention needs a GPU kernel; raises on CPU so the caller can fall back."""
+        if not paddle.is_compiled_with_cuda():
+            raise RuntimeError("memory-efficient attention needs a CUDA build of paddle")
+        for block in self.transformer_blocks:
+            block.attn1.set_use_memory_efficient_attention_xformers(True)
+
+    def condition(self, t, y):
+        """Conditioning vector ``c = t_emb + y_emb`` of shape ``(N, hidden_size)``; labels are dropped
+        to ``num_classes`` with ``class_dropout_prob`` in training mode (once, for all blocks)."""
+        t = t.reshape([-1]).astype("float32")
+        return self.timestep_embedder(self.time_proj(t)) + self.class_embedder(y.reshape([-1]).astype("int64"))
+
+    def unpatchify(self, x):
+        """``(N, T, p*p*C)`` tokens -> ``(N, C, H, W)`` image."""
+        p, c = self.patch_size, self.out_channels
+        h = w = int(round(x.shape[1] ** 0.5))
+        x = x.reshape([-1, h, w, p, p, c]).transpose([0, 5, 1, 3, 2, 4])
+        return x.reshape([-1, c, h * p, w * p])
+
+    def forward(self, x, t, y):
+        """See module docstring for shapes. Raises ValueError on a wrong latent shape."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] != self.input_size or x.shape[3] != self.input_size:
+            raise ValueError(f"DiT expects latents of shape (N, {self.in_channels}, {self.input_size}, {self.input_size}), got {list(x.shape)}")
+        h = self.pos_embed(x)
+        c = self.condition(t, y)
+        for block in self.transformer_blocks:
+            if self.gradient_checkpointing and self.training and not h.stop_gradient:
+                from paddle.distributed.fleet.utils import recompute
+
+                h = recompute(block, h, c)
+            else:
+                h = block(h, c)
+        shift, scale = self.proj_out_1(F.silu(c)).chunk(2, axis=1)
+        h = self.norm_out(h) * (1 + scale[:, None]) + shift[:, None]
+        return self.unpatchify(self.proj_out_2(h))
+
+    def forward_with_cfg(self, x, t, y, cfg_scale):
+        """Classifier-free guidance (Ho & Salimans 2022): the batch holds the same latents twice,
+        first half with real labels, second half with the null label; the first ``in_channels``
+        output channels are mixed as ``uncond + cfg_scale * (cond - uncond)`` and copied to both
+        halves, the learned-variance channels are kept as predicted."""
+        half = x[: x.shape[0] // 2]
+        out = self.forward(paddle.concat([half, half], axis=0), t, y)
+        eps, rest = out[:, : self.in_channels], out[:, self.in_channels:]
+        cond, uncond = eps.chunk(2, axis=0)
+        guided = uncond + cfg_scale * (cond - uncond)
+        return paddle.concat([paddle.concat([guided, guided], axis=0), rest], axis=1)
+
+
+def model_kwargs(cfg):
+    """Constructor arguments of :class:`DiT` from a validated config dict."""
+    return {k: v for k, v in cfg.items() if k not in ("model_type", "paper_params")}
+
+
+def build_model(config_file):
+    """``(model, cfg)`` from a config JSON."""
+    cfg = load_model_config(config_file)
+    return DiT(**model_kwargs(cfg)), cfg
+
+
+def count_parameters(model):
+    """Number of trainable scalars (fixed positional embeddings excluded)."""
+    return int(sum(p.numel().item() if hasattr(p.numel(), "item") else p.numel() for p in model.parameters() if not p.stop_gradient))

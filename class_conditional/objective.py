@@ -1,0 +1,168 @@
+"""Glue shared by the train/infer/sample scripts: arguments of the objective, building the DiT
+diffusion or the SiT transport from a config, sampling class-conditional latents with
+classifier-free guidance, and the DiT model folder format.
+
+A DiT model folder (written at the end of training and into every checkpoint as ``dit_ema/``)
+holds ``model_config.json`` (the validated config) and ``model_state.pdparams``.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import paddle
+
+from class_conditional.diffusion import create_diffusion
+from class_conditional.models import DiT, load_model_config
+from class_conditional.models.dit import model_kwargs
+from class_conditional.transport import Sampler, create_transport
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL_CONFIG = "model_config.json"
+MODEL_WEIGHTS = "model_state.pdparams"
+
+__all__ = ["ObjectiveArguments", "resolve_config_file", "build_objective", "sample_latents", "decode_latents",
+           "save_model_folder", "load_model_folder", "HERE"]
+
+
+@dataclass
+class ObjectiveArguments:
+    """Model/objective arguments shared by both training scripts (upstream names)."""
+
+    config_file: str = field(default="config/DiT_XL_patch2.json", metadata={"help": "model config JSON (relative paths also looked up next to this script)"})
+    feature_path: str = field(default="./data/fastdit_imagenet256", metadata={"help": "folder with imagenet256_features/ and imagenet256_labels/"})
+    vae_name_or_path: str = field(default="auto", metadata={"help": "VAE used to decode the sample grids: auto | random | folder | hub id"})
+    num_inference_steps: int = field(default=25, metadata={"help": "sampling steps of the training-time sample grid (DiT: DDIM steps)"})
+    cfg_scale: float = field(default=4.0, metadata={"help": "classifier-free guidance scale of the sample grid (1 = off)"})
+    path_type: str = field(default="Linear", metadata={"help": "SiT path: Linear | GVP | VP"})
+    prediction: str = field(default="velocity", metadata={"help": "SiT prediction: velocity | score | noise"})
+    loss_weight: Optional[str] = field(default=None, metadata={"help": "SiT loss weight: None | velocity | likelihood"})
+    train_eps: Optional[float] = field(default=None, metadata={"help": "SiT training time offset (default by path/prediction)"})
+    sample_eps: Optional[float] = field(default=None, metadata={"help": "SiT sampling time offset (default by path/prediction)"})
+    sampling_method: str = field(default="euler", metadata={"help": "SiT ODE method for the sample grid: euler | heun | dopri5"})
+
+
+def resolve_config_file(path):
+    """``path`` as given if it exists, else relative to the class_conditional folder.
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    if os.path.isfile(path):
+        return path
+    alt = os.path.join(HERE, path)
+    if os.path.isfile(alt):
+        return alt
+    raise FileNotFoundError(f"--config_file {path!r} does not exist (also looked in {HERE})")
+
+
+def build_objective(cfg, args):
+    """``GaussianDiffusion`` (1000 linear steps, learned sigma) for ``model_type == "DiT"`` or a SiT
+    ``Transport`` built from ``args`` (path_type, prediction, loss_weight, train_eps, sample_eps)."""
+    if cfg["model_type"] == "DiT":
+        return create_diffusion("", learn_sigma=cfg["learn_sigma"])
+    return create_transport(args.path_type, args.prediction, args.loss_weight, args.train_eps, args.sample_eps)
+
+
+def _guided(model, cfg_scale):
+    if cfg_scale > 1.0:
+        return lambda x, t, y: model.forward_with_cfg(x, t, y, cfg_scale)
+    return lambda x, t, y: model(x, t, y)
+
+
+def sample_latents(model, model_type, labels, num_steps=25, cfg_scale=4.0, seed=0, transport=None, sampler="ddim",
+                   sde_options=None):
+    """Sample latents for class ids ``labels`` (list of ints) with classifier-free guidance.
+
+    Args:
+        model: a :class:`DiT` (eval mode is set here and restored after).
+        model_type: ``"DiT"`` (``sampler``: ``ddim`` = DDIM ``num_steps`` steps, ``ddpm`` =
+            ancestral sampling on ``num_steps`` respaced steps) or ``"SiT"`` (``sampler``:
+            ``euler``/``heun``/``dopri5`` ODE, or ``sde`` with ``sde_options`` for
+            :meth:`Sampler.sample_sde`).
+        transport: the SiT ``Transport`` (required for SiT).
+
+    Returns:
+        float32 tensor ``(len(labels), C, s, s)``.
+    """
+    was_training = model.training
+    model.eval()
+    n, c, s = len(labels), model.in_channels, model.input_size
+    gen_state = paddle.get_rng_state()
+    paddle.seed(seed)
+    z = paddle.randn([n, c, s, s])
+    y = paddle.to_tensor(labels, dtype="int64")
+    if cfg_scale > 1.0:
+        z = paddle.concat([z, z], axis=0)
+        y = paddle.concat([y, paddle.full([n], model.num_classes, dtype="int64")], axis=0)
+    fn = _guided(model, cfg_scale)
+    try:
+        if model_type == "DiT":
+            if sampler == "ddim":
+                diffusion = create_diffusion(f"ddim{num_steps}", learn_sigma=model.learn_sigma)
+                out = diffusion.ddim_sample_loop(lambda x, t, y: fn(x, t, y), z.shape, {"y": y}, noise=z)
+            elif sampler == "ddpm":
+                diffusion = create_diffusion(str(num_steps), learn_sigma=model.learn_sigma)
+                out = diffusion.p_sample_loop(lambda x, t, y: fn(x, t, y), z.shape, {"y": y}, noise=z)
+            else:
+                raise ValueError(f"DiT sampler must be ddim or ddpm, got {sampler!r}")
+        else:
+            if transport is None:
+                raise ValueError("SiT sampling needs the transport")
+            smp = Sampler(transport)
+            if sampler == "sde":
+                run = smp.sample_sde(num_steps=num_steps, **(sde_options or {}))
+            else:
+                run = smp.sample_ode(sampler, num_steps=num_steps)
+            out = run(z, lambda x, t, y: fn(x, t, y), y=y)
+    finally:
+        paddle.set_rng_state(gen_state)
+        if was_training:
+            model.train()
+    return out[:n]
+
+
+def decode_latents(vae, latents):
+    """VAE-decode scaled latents -> float32 images ``(N, 3, H, W)`` in [-1, 1]."""
+    scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
+    with paddle.no_grad():
+        return vae.decode(latents / scale).sample.clip(-1, 1)
+
+
+def save_model_folder(model, cfg, folder):
+    """Write ``model_config.json`` + ``model_state.pdparams`` of ``model`` into ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, MODEL_CONFIG), "w") as f:
+        json.dump(cfg, f, indent=2)
+    paddle.save(model.state_dict(), os.path.join(folder, MODEL_WEIGHTS))
+
+
+def load_model_folder(folder):
+    """``(model, cfg)`` from a folder written by :func:`save_model_folder`, or from a checkpoint
+    folder holding one as ``dit_ema/`` (preferred) or ``dit/``.
+
+    Raises:
+        FileNotFoundError: no model folder found at ``folder``.
+    """
+    for cand in (folder, os.path.join(folder, "dit_ema"), os.path.join(folder, "dit")):
+        if os.path.isfile(os.path.join(cand, MODEL_CONFIG)) and os.path.isfile(os.path.join(cand, MODEL_WEIGHTS)):
+            cfg = load_model_config(os.path.join(cand, MODEL_CONFIG))
+            model = DiT(**model_kwargs(cfg))
+            model.set_state_dict(paddle.load(os.path.join(cand, MODEL_WEIGHTS)))
+            model.eval()
+            return model, cfg
+    raise FileNotFoundError(f"{folder!r} holds no DiT model folder ({MODEL_CONFIG} + {MODEL_WEIGHTS}, or dit_ema/ inside)")
+
+
+class TrainModel(paddle.nn.Layer):
+    """What the paddlenlp Trainer optimises: ``forward(latents, class_labels) -> {"loss": scalar}``
+    with the objective's ``training_losses`` (DiT hybrid loss or SiT transport loss).  The
+    trained network is ``self.transformer`` (a :class:`DiT`)."""
+
+    def __init__(self, transformer, objective):
+        super().__init__()
+        self.transformer = transformer
+        self.objective = objective
+
+    def forward(self, latents, class_labels):
+        return {"loss": self.objective.training_losses(self.transformer, latents, {"y": class_labels})["loss"]}

@@ -1,0 +1,174 @@
+"""Train DiT or SiT on pre-extracted VAE features with a plain training loop (fast-DiT style).
+
+    python train_image_generation_notrainer.py --config_file config/DiT_XL_patch2.json \
+        --feature_path data/fastdit_imagenet256 --results_dir output_notrainer/DiT_XL_patch2_notrainer \
+        --global_batch_size 256 --log_every 50 --ckpt_every 5000
+    python -m paddle.distributed.launch --nproc_per_node 8 train_image_generation_notrainer.py ...
+
+Every ``--ckpt_every`` steps rank 0 writes ``<results_dir>/checkpoint-<step>/`` (model, EMA,
+optimizer, step, data position, RNG, args + the EMA model folder ``dit_ema/``);
+``--resume_from_checkpoint latest`` continues from the newest one.  At the end
+``<results_dir>/final/`` holds the EMA weights.
+"""
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
+from common.cpu_env import apply_cpu_env  # noqa: E402
+
+apply_cpu_env()  # must run before paddle is imported
+
+import paddle  # noqa: E402
+from paddlenlp.trainer import PdArgumentParser  # noqa: E402
+from ppdiffusers.training_utils import EMAModel  # noqa: E402
+
+from class_conditional.features import FeatureDataset  # noqa: E402
+from class_conditional.models import DiT, count_parameters, load_model_config  # noqa: E402
+from class_conditional.models.dit import model_kwargs  # noqa: E402
+from class_conditional.objective import ObjectiveArguments, build_objective, decode_latents, resolve_config_file, sample_latents, save_model_folder  # noqa: E402
+from common.checkpoint import get_rng_state, load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
+from common.distributed import barrier, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
+from common.images import ResumableBatchSampler, save_grid  # noqa: E402
+from common.logging_utils import TrainLogger, get_logger  # noqa: E402
+from common.model_toggles import apply_model_toggles  # noqa: E402
+
+logger = get_logger("class_conditional")
+
+
+@dataclass
+class LoopArguments:
+    results_dir: str = field(default="./output_notrainer/DiT_XL_patch2_notrainer", metadata={"help": "run folder (checkpoints, logs, samples)"})
+    global_batch_size: int = field(default=256, metadata={"help": "batch size summed over all processes"})
+    num_workers: int = field(default=4, metadata={"help": "DataLoader workers per process"})
+    max_steps: int = field(default=7000000, metadata={"help": "stop after this many optimisation steps"})
+    epochs: int = field(default=1400, metadata={"help": "upper bound on epochs (whichever of max_steps/epochs ends first)"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (constant)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=-1.0, metadata={"help": "clip gradients to this global norm (<= 0: off)"})
+    ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay"})
+    global_seed: int = field(default=0, metadata={"help": "seed; process seed = global_seed * world + rank"})
+    log_every: int = field(default=100, metadata={"help": "log every N steps"})
+    ckpt_every: int = field(default=50000, metadata={"help": "checkpoint every N steps (and at the end)"})
+    save_total_limit: Optional[int] = field(default=None, metadata={"help": "keep only this many newest checkpoints"})
+    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
+    image_logging_steps: int = field(default=-1, metadata={"help": "sample a class grid every N steps (<= 0: only at the end)"})
+    recompute: bool = field(default=False, metadata={"help": "recompute block activations in backward"})
+    enable_xformers_memory_efficient_attention: bool = field(default=False, metadata={"help": "memory-efficient attention (GPU only)"})
+
+
+def sample_grid(transformer, cfg, obj_args, objective, vae, path, seed, num_labels):
+    labels = list(range(min(10, num_labels)))
+    z = sample_latents(transformer, cfg["model_type"], labels, obj_args.num_inference_steps, obj_args.cfg_scale, seed=seed,
+                       transport=objective if cfg["model_type"] == "SiT" else None,
+                       sampler="ddim" if cfg["model_type"] == "DiT" else obj_args.sampling_method)
+    return save_grid(list(decode_latents(vae, z)), path, nrow=len(labels), upscale=2)
+
+
+def main():
+    # ---- arguments
+    obj_args, args = PdArgumentParser((ObjectiveArguments, LoopArguments)).parse_args_into_dataclasses()
+    rank, world = init_distributed()
+    if args.global_batch_size % world:
+        raise ValueError(f"--global_batch_size {args.global_batch_size} is not divisible by the {world} processes")
+    cfg = load_model_config(resolve_config_file(obj_args.config_file))
+    resume = resolve_checkpoint(args.resume_from_checkpoint, args.results_dir)
+
+    # ---- data: each rank reads its shard of the features
+    dataset = FeatureDataset(obj_args.feature_path, seed=args.global_seed)
+    sampler = ResumableBatchSampler(dataset, batch_size=args.global_batch_size // world, shuffle=True, drop_last=True)
+    if len(sampler) == 0:
+        raise ValueError(f"{len(dataset)} features give no full batch of {args.global_batch_size // world} per process; lower --global_batch_size")
+    loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers)
+    logger.info("data: %d features in %s, %d batches/epoch/process", len(dataset), obj_args.feature_path, len(sampler))
+
+    # ---- model, EMA, objective, optimizer
+    paddle.seed(args.global_seed)  # identical initial weights on every rank
+    transformer = DiT(**model_kwargs(cfg))
+    apply_model_toggles(transformer, args.recompute, args.enable_xformers_memory_efficient_attention, name="dit")
+    ema = EMAModel(transformer.parameters(), decay=args.ema_decay)
+    objective = build_objective(cfg, obj_args)
+    clip = paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm) if args.max_grad_norm > 0 else None
+    optimizer = paddle.optimizer.AdamW(learning_rate=args.learning_rate, parameters=transformer.parameters(), weight_decay=args.weight_decay, grad_clip=clip)
+    logger.info("model: %s %s, %.2fM parameters; objective %s", cfg["model_type"], obj_args.config_file, count_parameters(transformer) / 1e6, type(objective).__name__)
+    step, epoch = 0, 0
+    if resume:
+        state = load_checkpoint(resume)
+        transformer.set_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.set_state_dict(state["optimizer"])
+        step, epoch, sampler.skip_batches = state["step"], state["epoch"], state["batches_in_epoch"]
+        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        logger.info("resumed from %s at step %d", resume, step)
+    else:
+        seed_everything(args.global_seed)
+    model = wrap_data_parallel(transformer)
+    train_log = TrainLogger(args.results_dir, args.log_every, enabled=is_main_process(), total_steps=args.max_steps, initial_step=step)
+    vae = None
+
+    def checkpoint(next_epoch, batches_in_epoch):
+        """All ranks gather their RNG states; rank 0 writes (model, EMA, optimizer, position)."""
+        rngs = [get_rng_state()]
+        if world > 1:
+            rngs = []
+            paddle.distributed.all_gather_object(rngs, get_rng_state())
+        if is_main_process():
+            def extra(folder):
+                ema.store(transformer.parameters())
+                ema.copy_to(transformer.parameters())
+                save_model_folder(transformer, cfg, os.path.join(folder, "dit_ema"))
+                ema.restore(transformer.parameters())
+
+            state = {"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "epoch": next_epoch, "batches_in_epoch": batches_in_epoch, "rng": rngs, "args": {**asdict(obj_args), **asdict(args)}}
+            path = save_checkpoint(args.results_dir, step, state, write_extra=extra, save_total_limit=args.save_total_limit)
+            logger.info("saved %s", path)
+        barrier()
+
+    # ---- loop
+    transformer.train()
+    while step < args.max_steps and epoch < args.epochs:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        for i, batch in enumerate(loader, start=sampler.skip_batches):
+            out = objective.training_losses(model, batch["latents"], {"y": batch["class_labels"]})
+            out["loss"].backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            ema.step(transformer.parameters())
+            step += 1
+            train_log.step(step, float(out["loss"]), lr=optimizer.get_lr(), num_images=args.global_batch_size)
+            if args.image_logging_steps > 0 and step % args.image_logging_steps == 0 and is_main_process():
+                if vae is None:
+                    from common.vae import load_vae
+
+                    vae, _ = load_vae(obj_args.vae_name_or_path)
+                sample_grid(transformer, cfg, obj_args, objective, vae, os.path.join(args.results_dir, "samples", f"step_{step}.png"), args.global_seed, len(dataset.class_names or range(10)))
+            if step % args.ckpt_every == 0 or step >= args.max_steps:
+                end_of_epoch = i + 1 >= len(sampler)
+                checkpoint(epoch + 1 if end_of_epoch else epoch, 0 if end_of_epoch else i + 1)
+            if step >= args.max_steps:
+                break
+        else:
+            epoch += 1
+
+    # ---- save: final/ = EMA weights, final_raw/ = trained weights
+    if is_main_process():
+        save_model_folder(transformer, cfg, os.path.join(args.results_dir, "final_raw"))
+        ema.store(transformer.parameters())
+        ema.copy_to(transformer.parameters())
+        save_model_folder(transformer, cfg, os.path.join(args.results_dir, "final"))
+        if vae is None:
+            from common.vae import load_vae
+
+            vae, _ = load_vae(obj_args.vae_name_or_path)
+        path = sample_grid(transformer, cfg, obj_args, objective, vae, os.path.join(args.results_dir, "samples", "final_ema.png"), args.global_seed, len(dataset.class_names or range(10)))
+        ema.restore(transformer.parameters())
+        logger.info("done at step %d; EMA weights in %s, sample grid %s", step, os.path.join(args.results_dir, "final"), path)
+    train_log.close()
+    barrier()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""paddlenlp ``Trainer`` pieces for Stable Diffusion: the trainer (loss, data loader, what a
+checkpoint holds, resume) and the prompt-grid image-logging callback."""
+import json
+import os
+
+import paddle
+from paddle.io import DataLoader, IterableDataset
+from paddlenlp.trainer import Trainer, TrainerCallback
+
+from common.images import save_grid
+from common.logging_utils import get_logger, peak_memory_mb
+
+from .dataset import collate_fn
+from .pipeline_utils import build_pipeline, make_inference_scheduler, sample_prompt_grid
+
+__all__ = ["StableDiffusionTrainer", "ImageLoggingCallback", "TRAIN_LOG_FILE"]
+
+logger = get_logger("sd")
+TRAIN_LOG_FILE = "train_log.jsonl"
+WEIGHTS_NAME = "model_state.pdparams"
+
+
+def _unwrap(model):
+    return model._layers if isinstance(model, paddle.DataParallel) else model
+
+
+class StableDiffusionTrainer(Trainer):
+    """``Trainer`` whose model (:class:`sd.model.StableDiffusionModel`) returns its loss.
+
+    * the laion reader shards itself over ranks and workers, so its DataLoader is built without
+      paddlenlp's ``IterableDatasetShard`` (which would shard a second time);
+    * a checkpoint holds ``unet/`` (and ``text_encoder/`` when trained) as ``save_pretrained``
+      folders; with ``--only_save_updated_model False`` also the whole ``model_state.pdparams``;
+    * resuming loads the weights back from whichever of the two the checkpoint has;
+    * every log record also gets ``peak_mem_mb`` and is appended to ``<output_dir>/train_log.jsonl``.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        loss = model(**inputs)
+        return (loss, None) if return_outputs else loss
+
+    def get_train_dataloader(self):
+        if isinstance(self.train_dataset, IterableDataset):
+            return DataLoader(
+                self.train_dataset,
+                batch_size=self.args.per_device_train_batch_size,
+                num_workers=self.args.dataloader_num_workers,
+                collate_fn=self.data_collator or collate_fn,
+                drop_last=True,
+            )
+        return super().get_train_dataloader()
+
+    def _save(self, output_dir=None, state_dict=None, merge_tensor_parallel=False):
+        output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = _unwrap(self.model)
+        model.unet.save_pretrained(os.path.join(output_dir, "unet"))
+        if model.train_text_encoder:
+            model.text_encoder.save_pretrained(os.path.join(output_dir, "text_encoder"))
+        if not self.args.only_save_updated_model:
+            paddle.save(state_dict if state_dict is not None else model.state_dict(), os.path.join(output_dir, WEIGHTS_NAME))
+        with open(os.path.join(output_dir, "training_args.json"), "w") as f:
+            f.write(self.args.to_json_string())
+
+    def _save_checkpoint(self, model, metrics=None):
+        super()._save_checkpoint(model, metrics=metrics)
+        # paddlenlp 2.8.1 prunes old checkpoints only when local_rank == 0, i.e. never in a
+        # single process (local_rank -1); apply --save_total_limit here in that case
+        if self.args.local_rank == -1 and self.args.should_save:
+            self._rotate_checkpoints(use_mtime=False, output_dir=self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint=None):
+        if not resume_from_checkpoint or os.path.isfile(os.path.join(resume_from_checkpoint, WEIGHTS_NAME)):
+            return super()._load_from_checkpoint(resume_from_checkpoint)
+        from ppdiffusers import UNet2DConditionModel
+        from ppdiffusers.transformers import CLIPTextModel
+
+        model = _unwrap(self.model)
+        unet_dir = os.path.join(resume_from_checkpoint, "unet")
+        if not os.path.isdir(unet_dir):
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint!r} holds neither {WEIGHTS_NAME} nor unet/")
+        model.unet.set_state_dict(UNet2DConditionModel.from_pretrained(unet_dir).state_dict())
+        if model.train_text_encoder:
+            te_dir = os.path.join(resume_from_checkpoint, "text_encoder")
+            if not os.path.isdir(te_dir):
+                raise FileNotFoundError(f"resuming with --train_text_encoder but {te_dir!r} does not exist")
+            model.text_encoder.set_state_dict(CLIPTextModel.from_pretrained(te_dir).state_dict())
+        logger.info("resumed weights from %s", resume_from_checkpoint)
+
+    def log(self, logs, **kwargs):
+        logs["peak_mem_mb"] = round(peak_memory_mb(), 1)
+        super().log(logs, **kwargs)
+        if self.args.should_save:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            with open(os.path.join(self.args.output_dir, TRAIN_LOG_FILE), "a") as f:
+                f.write(json.dumps({**logs, "step": self.state.global_step}) + "\n")
+
+
+class ImageLoggingCallback(TrainerCallback):
+    """Every ``image_logging_steps`` (rank 0): sample ``prompts`` with the current weights (DDIM,
+    ``num_inference_steps``, guidance 7.5, fixed seed) and save the grid to
+    ``<output_dir>/image_logs/step-XXXXXX.png`` and to VisualDL (``--logging_dir``, next to the
+    Trainer's scalars)."""
+
+    def __init__(self, model, tokenizer, prompts, resolution, num_inference_steps, seed=0):
+        self.model, self.tokenizer, self.prompts = model, tokenizer, list(prompts)
+        self.resolution, self.num_inference_steps, self.seed = resolution, num_inference_steps, seed
+        self.writer = None
+
+    def log_grid(self, output_dir, step, logging_dir=None):
+        m = self.model
+        pipe = build_pipeline(m.vae, m.text_encoder, self.tokenizer, m.unet, make_inference_scheduler(m.noise_scheduler, "ddim"))
+        images = sample_prompt_grid(pipe, self.prompts, self.resolution, self.num_inference_steps, seed=self.seed)
+        upscale = max(1, 128 // self.resolution)
+        path = save_grid(images, os.path.join(output_dir, "image_logs", f"step-{step:06d}.png"), upscale=upscale)
+        try:
+            import numpy as np
+            from visualdl import LogWriter
+
+            from common.images import make_grid
+
+            if self.writer is None:
+                self.writer = LogWriter(logdir=os.path.join(logging_dir or os.path.join(output_dir, "runs"), "images"))
+            self.writer.add_image(tag="prompt_grid", img=np.asarray(make_grid(images)), step=step)
+        except ImportError:
+            pass
+        logger.info("step %d: prompt grid -> %s", step, path)
+        return path
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.image_logging_steps > 0 and state.global_step % args.image_logging_steps == 0 and state.is_world_process_zero:
+            self.log_grid(args.output_dir, state.global_step, args.logging_dir)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,394 @@
+"""class_conditional/: DiT (Gaussian diffusion, learned sigma) and SiT (transport) on digit features."""
+import json
+import math
+import os
+import re
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+from class_conditional.diffusion import create_diffusion, space_timesteps
+from class_conditional.diffusion.losses import discretized_gaussian_log_likelihood, normal_kl
+from class_conditional.features import FeatureDataset
+from class_conditional.models import DiT, count_parameters, load_model_config
+from class_conditional.transport import DIFFUSION_FORMS, Sampler, create_transport, integrate_ode
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+CC = "class_conditional"
+TINY = {"model_type": "DiT", "input_size": 8, "patch_size": 2, "in_channels": 4, "hidden_size": 64, "depth": 2,
+        "num_heads": 2, "class_dropout_prob": 0.1, "num_classes": 1000, "learn_sigma": True}
+
+
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, demo_root):
+    """Digit features (8 images per class, image + flip latents) and tiny DiT/SiT configs."""
+    root = tmp_path_factory.mktemp("cc")
+    images = root / "digits"
+    for c in range(10):
+        src = os.path.join(demo_root, "digits", str(c))
+        (images / str(c)).mkdir(parents=True)
+        for name in sorted(os.listdir(src))[:8]:
+            shutil.copy(os.path.join(src, name), images / str(c) / name)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cc_extract", os.path.join(REPO, CC, "extract_features.py"))
+    extract = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extract)
+    extract.main(["--data_path", str(images), "--feature_path", str(root / "features"), "--image_size", "32",
+                  "--vae_name_or_path", "random", "--batch_size", "40"])
+    return {"root": root, "features": str(root / "features"), "dit": _write_json(root / "dit.json", TINY),
+            "sit": _write_json(root / "sit.json", dict(TINY, model_type="SiT"))}
+
+
+def tiny_model():
+    return DiT(**{k: v for k, v in TINY.items() if k != "model_type"})
+
+
+def _losses_from_log(text):
+    return [float(v) for v in re.findall(r"step \d+ loss=([0-9.eE+-]+)", text)]
+
+
+# ---------------------------------------------------------------- features and bad input
+def test_features_layout_and_flip(work):
+    ds = FeatureDataset(work["features"])
+    assert len(ds) == 80 and ds.class_names == [str(i) for i in range(10)]
+    raw = np.load(os.path.join(work["features"], "imagenet256_features", "0.npy"))
+    assert raw.shape == (2, 4, 8, 8) and raw.dtype == np.float32
+    assert not np.allclose(raw[0], raw[1])  # the flipped image has its own latent
+    lab = np.load(os.path.join(work["features"], "imagenet256_labels", "0.npy"))
+    assert lab.dtype == np.int64 and lab.shape == (1,)
+    picks = set()
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        s = ds[0]
+        assert s["latents"].shape == (4, 8, 8) and s["class_labels"].dtype == np.int64
+        picks.add(int(np.allclose(s["latents"], raw[1])))
+    assert picks == {0, 1}  # both variants are used across epochs
+
+
+def test_bad_inputs_raise_clear_errors(work, tmp_path):
+    with pytest.raises(FileNotFoundError, match="imagenet256_features"):
+        FeatureDataset(str(tmp_path / "nowhere"))
+    bad = tmp_path / "bad"
+    shutil.copytree(work["features"], bad)
+    os.remove(bad / "imagenet256_labels" / "3.npy")
+    with pytest.raises(ValueError, match="80 feature files but 79 label files"):
+        FeatureDataset(str(bad))
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_model_config(_write_json(tmp_path / "c.json", dict(TINY, hiden_size=3)))
+    with pytest.raises(ValueError, match="not divisible by patch_size"):
+        load_model_config(_write_json(tmp_path / "c2.json", dict(TINY, patch_size=3)))
+    with pytest.raises(FileNotFoundError, match="--config_file"):
+        load_model_config(str(tmp_path / "missing.json"))
+
+
+def test_paper_configs_load():
+    sizes = {"DiT_XL_patch2": (1152, 28, 16), "DiT_L_patch4": (1024, 24, 16), "DiT_B_patch4": (768, 12, 12),
+             "DiT_S_patch4": (384, 12, 6), "SiT_XL_patch2": (1152, 28, 16)}
+    for name, (h, d, n) in sizes.items():
+        cfg = load_model_config(os.path.join(REPO, CC, "config", f"{name}.json"))
+        assert (cfg["hidden_size"], cfg["depth"], cfg["num_heads"]) == (h, d, n)
+        assert cfg["learn_sigma"] and cfg["class_dropout_prob"] == 0.1 and cfg["model_type"] == name[:3]
+
+
+# ---------------------------------------------------------------- model
+def test_dit_matches_ppdiffusers_transformer2d():
+    from class_conditional.models.export import to_transformer2d
+
+    paddle.seed(0)
+    model = tiny_model()
+    for p in model.parameters():  # leave the zero init so the comparison is not trivial
+        p.set_value(paddle.randn(p.shape) * 0.05)
+    model.eval()
+    target = to_transformer2d(model, dict(TINY, mlp_ratio=4.0))
+    x, t, y = paddle.randn([3, 4, 8, 8]), paddle.to_tensor([0, 500, 999]), paddle.to_tensor([1, 7, 1000])
+    a = model(x, t, y)
+    b = target(x, timestep=t, class_labels=y).sample
+    assert a.shape == [3, 8, 8, 8]
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="expects latents of shape"):
+        model(paddle.randn([1, 4, 16, 16]), t[:1], y[:1])
+
+
+# ---------------------------------------------------------------- DiT diffusion
+def test_vb_term_nonnegative_and_edge_cases():
+    paddle.seed(0)
+    d = create_diffusion("")
+    x0 = paddle.uniform([6, 4, 8, 8], min=-1, max=1)
+    t = paddle.to_tensor([0, 1, 2, 500, 998, 999])
+    noise = paddle.randn(x0.shape)
+    xt = d.q_sample(x0, t, noise)
+    for v in (-1.0, 0.0, 1.0):  # variance at both ends of the learned range and in between
+        out = paddle.concat([noise + 0.1 * paddle.randn(x0.shape), paddle.full(x0.shape, v)], axis=1)
+        vb = d.vb_terms_bpd(out, x0, xt, t)["output"]
+        assert np.isfinite(vb.numpy()).all() and (vb.numpy() >= 0).all()
+    # exact eps at t > 0 with the posterior variance (v = -1): KL vanishes
+    exact = paddle.concat([noise, paddle.full(x0.shape, -1.0)], axis=1)
+    vb = d.vb_terms_bpd(exact, x0, xt, t)["output"].numpy()
+    assert np.abs(vb[1:]).max() < 1e-3
+    z = paddle.zeros([2, 3])
+    assert float(normal_kl(z, z, z, z).abs().max()) == 0.0
+    ll = discretized_gaussian_log_likelihood(paddle.to_tensor([-1.0, 0.0, 1.0]), paddle.zeros([3]), paddle.full([3], -30.0))
+    assert np.isfinite(ll.numpy()).all() and (ll.numpy() <= 0).all()
+
+
+def test_training_losses_contract():
+    paddle.seed(0)
+    model = tiny_model()
+    d = create_diffusion("")
+    out = d.training_losses(model, paddle.randn([4, 4, 8, 8]), {"y": paddle.to_tensor([0, 1, 2, 3])})
+    assert out["loss"].shape == [] and (out["vb"].numpy() >= 0).all() and np.isfinite(out["mse"].numpy()).all()
+    out["loss"].backward()
+    assert model.proj_out_2.weight.grad is not None
+
+
+def test_respacing_maps_timesteps():
+    assert space_timesteps(1000, "ddim25") == set(range(0, 1000, 40))
+    s250 = sorted(space_timesteps(1000, "250"))
+    assert len(s250) == 250 and s250[0] == 0 and s250[-1] == 999
+    sections = sorted(space_timesteps(300, "2,3,4"))
+    assert sections == [0, 99, 100, 150, 199, 200, 233, 266, 299]  # even strides per section, ends included
+    with pytest.raises(ValueError):
+        space_timesteps(1000, "ddim999")
+    base, spaced = create_diffusion(""), create_diffusion("ddim25")
+    kept = np.arange(0, 1000, 40)
+    np.testing.assert_allclose(spaced.alphas_cumprod, base.alphas_cumprod[kept], rtol=1e-10)  # same marginals q(x_t | x_0)
+    seen = []
+
+    def spy(x, t, y):
+        seen.append(t.numpy().tolist())
+        return paddle.zeros([x.shape[0], 8] + x.shape[2:])
+
+    spaced.ddim_sample_loop(spy, [1, 4, 8, 8], {"y": paddle.to_tensor([0])})
+    assert [s[0] for s in seen] == list(kept[::-1])  # the model sees the original step numbers
+
+
+# ---------------------------------------------------------------- SiT transport
+def _path_closed_form(path_type, t):
+    """(alpha, d alpha, sigma, d sigma) written out by hand for each SiT path."""
+    if path_type == "Linear":
+        return t, 1.0, 1 - t, -1.0
+    if path_type == "GVP":
+        c = math.pi / 2
+        return math.sin(c * t), c * math.cos(c * t), math.cos(c * t), -c * math.sin(c * t)
+    lmc = -0.25 * (1 - t) ** 2 * 19.9 - 0.5 * (1 - t) * 0.1
+    dlmc = 0.5 * (1 - t) * 19.9 + 0.05
+    a = math.exp(lmc)
+    s = math.sqrt(1 - a * a)
+    return a, a * dlmc, s, -a * a * dlmc / s
+
+
+@pytest.mark.parametrize("path_type", ["Linear", "GVP", "VP"])
+def test_paths_at_t0_and_t1(path_type):
+    tr = create_transport(path_type)
+    x0, x1 = paddle.randn([2, 4, 3, 3]), paddle.randn([2, 4, 3, 3])  # noise, data
+    # VP reaches the data only in the limit (sigma' -> -inf at t = 1): check it at 1 - 1e-3
+    for t in (0.0, 0.5, 1.0 if path_type != "VP" else 1 - 1e-3):
+        a, da, s, ds = _path_closed_form(path_type, t)
+        _, xt, ut = tr.path.plan(paddle.full([2], t), x0, x1)
+        np.testing.assert_allclose(xt.numpy(), (a * x1 + s * x0).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ut.numpy(), (da * x1 + ds * x0).numpy(), rtol=1e-3, atol=1e-4)
+    if path_type != "VP":  # t = 0 is pure noise, t = 1 the data
+        np.testing.assert_allclose(tr.path.plan(paddle.full([2], 0.0), x0, x1)[1].numpy(), x0.numpy(), atol=1e-6)
+        np.testing.assert_allclose(tr.path.plan(paddle.full([2], 1.0), x0, x1)[1].numpy(), x1.numpy(), atol=1e-6)
+    else:
+        assert _path_closed_form("VP", 0.0)[0] < 0.01  # alpha_0 ~ 0.0066: almost pure noise
+    # u_t is the time derivative of x_t (central difference at an interior time)
+    h, tc = 1e-2, 0.5
+    plus = tr.path.plan(paddle.full([2], tc + h), x0, x1)[1]
+    minus = tr.path.plan(paddle.full([2], tc - h), x0, x1)[1]
+    np.testing.assert_allclose(tr.path.plan(paddle.full([2], tc), x0, x1)[2].numpy(), ((plus - minus) / (2 * h)).numpy(), rtol=2e-2, atol=2e-2)
+    # score <-> velocity consistency at an interior time: v = drift_x + D * score
+    t = paddle.full([2], 0.4)
+    score = paddle.randn(x0.shape)
+    dx, dvar = tr.path.compute_drift(x0, t)
+    v = dx + dvar * score
+    np.testing.assert_allclose(tr.path.score_from_velocity(v, x0, t).numpy(), score.numpy(), atol=1e-3)
+
+
+def test_transport_losses_all_options():
+    paddle.seed(0)
+    model = tiny_model()
+    x, y = paddle.randn([3, 4, 8, 8]), {"y": paddle.to_tensor([1, 2, 3])}
+    for path_type in ("Linear", "GVP", "VP"):
+        for prediction in ("velocity", "score", "noise"):
+            for weight in (None, "velocity", "likelihood"):
+                out = create_transport(path_type, prediction, weight).training_losses(model, x, y)
+                assert out["loss"].shape == [] and math.isfinite(float(out["loss"]))
+    with pytest.raises(ValueError, match="path_type"):
+        create_transport("Cosine")
+
+
+def test_ode_solvers_match_closed_form():
+    lam = -1.3
+    x0 = paddle.to_tensor([1.0, -2.0, 0.5])
+    exact = x0.numpy() * math.exp(lam)
+    f = lambda x, t: lam * x  # noqa: E731
+    err = {m: np.abs(integrate_ode(f, x0, 0.0, 1.0, m, num_steps=51, atol=1e-9, rtol=1e-9).numpy() - exact).max() for m in ("euler", "heun", "dopri5")}
+    assert err["euler"] < 3e-2 and err["heun"] < 1e-4 and err["dopri5"] < 1e-5 and err["heun"] < err["euler"] / 50
+    # time-dependent linear ODE dx/dt = 2 t x  ->  x(1) = x(0) e
+    g = lambda x, t: 2 * t * x  # noqa: E731
+    assert np.abs(integrate_ode(g, x0, 0.0, 1.0, "dopri5", atol=1e-9, rtol=1e-9).numpy() - x0.numpy() * math.e).max() < 1e-5
+    # the same through the Sampler: a velocity "model" lam * x
+    linear_model = lambda x, t, y: paddle.concat([lam * x, x], axis=1)  # noqa: E731
+    for method in ("euler", "heun", "dopri5"):
+        xi = paddle.randn([2, 4, 2, 2])
+        out = Sampler(create_transport("Linear")).sample_ode(method, num_steps=101)(xi, linear_model, y=None)
+        np.testing.assert_allclose(out.numpy(), xi.numpy() * math.exp(lam), rtol=2e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["Euler", "Heun"])
+def test_sde_samplers_shapes_and_finite(method):
+    paddle.seed(0)
+    model = lambda x, t, y: paddle.concat([0.5 * x, x], axis=1)  # noqa: E731
+    for path_type, prediction in (("Linear", "velocity"), ("GVP", "score"), ("VP", "noise")):
+        sampler = Sampler(create_transport(path_type, prediction))
+        for form in DIFFUSION_FORMS:
+            for last in ("Mean", "Tweedie", "Euler", None):
+                out = sampler.sample_sde(method, form, last_step=last, num_steps=6)(paddle.randn([2, 4, 3, 3]), model, y=None)
+                assert out.shape == [2, 4, 3, 3] and np.isfinite(out.numpy()).all(), (path_type, form, last)
+    with pytest.raises(ValueError, match="diffusion_form"):
+        Sampler(create_transport()).sample_sde(method, "cubic")
+
+
+# ---------------------------------------------------------------- training scripts and launchers
+def _trainer_env(work, out, config, steps):
+    return {"TRAINING_GPUS_PER_NODE": "1", "CONFIG_FILE": config, "OUTPUT_DIR": out, "FEATURE_PATH": work["features"],
+            "BATCH_SIZE": "16", "NUM_WORKERS": "0", "MAX_STEPS": str(steps), "LOGGING_STEPS": "5", "SAVE_STEPS": str(steps // 2),
+            "VAE_NAME_OR_PATH": "random", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def dit_trainer_run(work, tmp_path_factory):
+    """0_run_train_dit_trainer.sh for 30 steps with EMA (checkpoints at 15 and 30)."""
+    import subprocess
+
+    out = str(tmp_path_factory.mktemp("dit_trainer"))
+    env = dict(os.environ, **_trainer_env(work, out, work["dit"], 30))
+    proc = subprocess.run(["sh", os.path.join(REPO, CC, "0_run_train_dit_trainer.sh"), "--learning_rate", "2e-3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def test_dit_trainer_loss_falls_and_ema_checkpoint(dit_trainer_run):
+    with open(os.path.join(dit_trainer_run, "checkpoint-30", "trainer_state.json")) as f:
+        losses = [h["loss"] for h in json.load(f)["log_history"] if "loss" in h]
+    assert len(losses) >= 5 and losses[-1] < 0.6 * losses[0], losses
+    for step in (15, 30):
+        ck = os.path.join(dit_trainer_run, f"checkpoint-{step}")
+        assert os.path.isfile(os.path.join(ck, "ema_state.pdparams")) and os.path.isfile(os.path.join(ck, "dit_ema", "model_state.pdparams"))
+
+
+def test_dit_trainer_resume_restores_ema_and_step(dit_trainer_run, run_shell, work):
+    """Resume from checkpoint-30 for one more step: the step counter continues (31) and the EMA
+    update of step 31 starts from the SAVED EMA: ema31 = ema30 - (1 - d)(ema30 - w31) with
+    ppdiffusers' warm-up decay d = (1 + 31) / (10 + 31).  A fresh EMA would start from w30 at d = 0."""
+    out = os.path.join(dit_trainer_run, "resumed")
+    shutil.copytree(os.path.join(dit_trainer_run, "checkpoint-30"), os.path.join(out, "checkpoint-30"))
+    env = _trainer_env(work, out, work["dit"], 31)
+    env["SAVE_STEPS"] = "31"
+    run_shell(f"{CC}/0_run_train_dit_trainer.sh", "--learning_rate", "2e-3", "--resume_from_checkpoint", "latest", env=env)
+    ck30, ck31 = os.path.join(out, "checkpoint-30"), os.path.join(out, "checkpoint-31")
+    with open(os.path.join(ck31, "trainer_state.json")) as f:
+        assert json.load(f)["global_step"] == 31
+    assert paddle.load(os.path.join(ck31, "ema_state.pdparams"))["optimization_step"] == 31
+    ema30 = paddle.load(os.path.join(ck30, "dit_ema", "model_state.pdparams"))
+    ema31 = paddle.load(os.path.join(ck31, "dit_ema", "model_state.pdparams"))
+    w31 = paddle.load(os.path.join(ck31, "model_state.pdparams"))
+    d = 32 / 41
+    for k in ema30:
+        expected = ema30[k].numpy() - (1 - d) * (ema30[k].numpy() - w31["transformer." + k].numpy())
+        np.testing.assert_allclose(ema31[k].numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_convert_to_ditpipeline_and_sample(dit_trainer_run, tmp_path):
+    from ppdiffusers import DiTPipeline
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_dit", os.path.join(REPO, CC, "tools", "convert_dit_to_ppdiffusers.py"))
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    out = conv.convert(os.path.join(dit_trainer_run, "checkpoint-30"), str(tmp_path / "pipe"), "random",
+                       os.path.join(REPO, CC, "tools", "digits_id2label.json"))
+    for sub in ("transformer", "vae", "scheduler", "model_index.json"):
+        assert os.path.exists(os.path.join(out, sub))
+    pipe = DiTPipeline.from_pretrained(out)
+    assert pipe.get_label_ids(["seven", "zero"]) == [7, 0]
+    with pytest.raises(ValueError):
+        pipe.get_label_ids(["eleven"])
+    images = pipe(class_labels=[7, 0], num_inference_steps=4, generator=paddle.Generator().manual_seed(0)).images
+    assert len(images) == 2 and images[0].size == (32, 32)
+    imagenet = os.path.join(REPO, CC, "tools", "ImageNet_id2label.json")
+    with open(imagenet) as f:
+        names = json.load(f)
+    assert "golden retriever" in [n.strip() for n in names["207"].split(",")]
+
+
+def _loop_env(work, config, out, steps, save_steps):
+    return {"NPROC": "1", "CONFIG_FILE": config, "RESULTS_DIR": out, "FEATURE_PATH": work["features"], "GLOBAL_BATCH_SIZE": "16",
+            "NUM_WORKERS": "0", "MAX_STEPS": str(steps), "LOGGING_STEPS": "5", "SAVE_STEPS": str(save_steps),
+            "VAE_NAME_OR_PATH": "random", "OMP_NUM_THREADS": "1"}
+
+
+def test_notrainer_loss_falls_and_resume_continues_exactly(work, tmp_path, run_shell):
+    """1_run_train_dit_notrainer.sh: loss falls; resuming checkpoint-10 reproduces step 20 exactly."""
+    extra = ["--learning_rate", "2e-3", "--num_inference_steps", "2"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    proc = run_shell(f"{CC}/1_run_train_dit_notrainer.sh", *extra, env=_loop_env(work, work["dit"], a, 20, 10))
+    losses = _losses_from_log(proc.stderr)
+    assert len(losses) == 4 and losses[-1] < 0.6 * losses[0], losses
+    assert os.path.isfile(os.path.join(a, "samples", "final_ema.png"))
+    run_shell(f"{CC}/1_run_train_dit_notrainer.sh", *extra, "--resume_from_checkpoint", os.path.join(a, "checkpoint-10"),
+              env=_loop_env(work, work["dit"], b, 20, 100))
+    sa = paddle.load(os.path.join(a, "checkpoint-20", "training_state.pdparams"))
+    sb = paddle.load(os.path.join(b, "checkpoint-20", "training_state.pdparams"))
+    assert sa["step"] == sb["step"] == 20
+    for part in ("model", "ema"):
+        for k, v in sa[part].items():
+            if hasattr(v, "numpy"):
+                np.testing.assert_allclose(v.numpy(), sb[part][k].numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{part}.{k}")
+    assert sa["ema"]["optimization_step"] == 20
+
+
+def test_sit_launchers_and_two_process_run(work, tmp_path, run_shell, launch_2proc):
+    env = _trainer_env(work, str(tmp_path / "sit_trainer"), work["sit"], 4)
+    env.update(PATH_TYPE="GVP", PREDICTION="score", LOSS_WEIGHT="likelihood")
+    run_shell(f"{CC}/2_run_train_sit_trainer.sh", env=env)
+    assert os.path.isfile(os.path.join(tmp_path, "sit_trainer", "final", "model_state.pdparams"))
+    proc, log_dir = launch_2proc(f"{CC}/train_image_generation_notrainer.py", "--config_file", work["sit"], "--feature_path", work["features"],
+                                 "--results_dir", str(tmp_path / "sit2"), "--global_batch_size", "16", "--num_workers", "0", "--max_steps", "4",
+                                 "--log_every", "2", "--ckpt_every", "4", "--vae_name_or_path", "random", "--num_inference_steps", "2",
+                                 env={"OMP_NUM_THREADS": "1"})
+    state = paddle.load(os.path.join(tmp_path, "sit2", "checkpoint-4", "training_state.pdparams"))
+    assert state["step"] == 4 and len(state["rng"]) == 2
+    assert "step 4 loss=" in (log_dir / "workerlog.0").read_text()
+
+
+def test_sit_notrainer_launcher(work, tmp_path, run_shell):
+    out = str(tmp_path / "sit_loop")
+    env = _loop_env(work, work["sit"], out, 4, 4)
+    env.update(PATH_TYPE="VP", PREDICTION="noise", LOSS_WEIGHT="velocity")
+    run_shell(f"{CC}/3_run_train_sit_notrainer.sh", "--num_inference_steps", "2", env=env)
+    assert os.path.isfile(os.path.join(out, "checkpoint-4", "dit_ema", "model_config.json"))
+    assert os.path.isfile(os.path.join(out, "samples", "final_ema.png"))
+
+
+def test_sit_sampling_end_to_end(work):
+    from class_conditional.objective import sample_latents
+
+    paddle.seed(0)
+    model = tiny_model()
+    tr = create_transport("Linear")
+    for sampler in ("euler", "dopri5", "sde"):
+        z = sample_latents(model, "SiT", [1, 2, 3], num_steps=4, cfg_scale=2.0, transport=tr, sampler=sampler)
+        assert z.shape == [3, 4, 8, 8] and np.isfinite(z.numpy()).all()
+    assert count_parameters(model) > 0
