@@ -1,0 +1,206 @@
+"""Build the COCO-256 feature layout (see uvit_features.py) from a coco_karpathy caption file + images.
+
+Per image: the autoencoder posterior moments of the center-cropped, resized image; per caption:
+the text-encoder features exactly as ``LDMTextToImagePipeline`` computes them; plus
+``empty_context.npy``, a few ``run_vis`` prompts for the training image logs, and ``meta.json``.
+
+Offline demo (32x32 digits, demo VAE, small LDMBert built from the captions)::
+
+    python ldm_uvit/extract_features.py --data_file data/demo/digits_coco.jsonl \\
+        --output_dir data/coco256_features_demo --resolution 32 --model_max_length 16 --num_val_images 97
+
+COCO at 256 with upstream's encoders (needs a network)::
+
+    python ldm_uvit/extract_features.py --data_file coco_karpathy_train.json --val_file coco_karpathy_val.json \\
+        --output_dir data/coco256_features --resolution 256 --model_max_length 77 \\
+        --vae_name_or_path runwayml/stable-diffusion-v1-5/vae \\
+        --text_encoder_name_or_path runwayml/stable-diffusion-v1-5/text_encoder \\
+        --tokenizer_name_or_path runwayml/stable-diffusion-v1-5/tokenizer
+
+The output is written to ``<output_dir>.tmp-<pid>`` and moved into place at the end, so a
+crash never leaves a half-written feature folder; an existing ``output_dir`` is only replaced
+with ``--overwrite``.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder, for its modules
+from common.cpu_env import apply_cpu_env  # noqa: E402
+
+apply_cpu_env()  # must run before paddle is imported
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from common.demo_data import DEFAULT_DEMO_ROOT, ensure_demo_data  # noqa: E402
+from common.images import ImageTransform  # noqa: E402
+from common.logging_utils import get_logger  # noqa: E402
+from common.vae import load_vae  # noqa: E402
+from uvit_features import EMPTY_CONTEXT_FILE, META_FILE, VIS_DIR, read_caption_file, resolve_vae_name  # noqa: E402
+from uvit_text_encoder import build_demo_text_encoder, encode_text, load_text_encoder, load_tokenizer  # noqa: E402
+
+DEMO_CAPTIONS = os.path.join(DEFAULT_DEMO_ROOT, "digits_coco.jsonl")
+logger = get_logger("extract_features")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Extract COCO-256-style autoencoder moments and caption features.")
+    parser.add_argument("--data_file", default=DEMO_CAPTIONS, help="coco_karpathy caption file (.jsonl or .json list) for train/; default: the bundled digits demo")
+    parser.add_argument("--val_file", default=None, help="caption file for val/ (default: hold out --num_val_images from --data_file)")
+    parser.add_argument("--num_val_images", type=int, default=0, help="without --val_file: the last N images of --data_file go to val/")
+    parser.add_argument("--output_dir", default="data/coco256_features", help="features root to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output_dir")
+    parser.add_argument("--resolution", type=int, default=256, help="images are resized (short side) and center-cropped to this")
+    parser.add_argument("--vae_name_or_path", default="auto", help="autoencoder (common.vae.load_vae): auto | random | folder | hub id")
+    parser.add_argument(
+        "--text_encoder_name_or_path",
+        default="demo",
+        help="'demo' builds a small LDMBert + word vocabulary from the captions into <output_dir>/text_encoder; else a folder or hub id",
+    )
+    parser.add_argument("--tokenizer_name_or_path", default=None, help="default: same as --text_encoder_name_or_path")
+    parser.add_argument("--model_max_length", type=int, default=77, help="tokens per caption (features are (model_max_length, dim))")
+    parser.add_argument("--batch_size", type=int, default=64, help="images per VAE forward")
+    parser.add_argument("--max_images", type=int, default=None, help="use only the first N images of --data_file (0 or unset: all)")
+    parser.add_argument("--num_vis_prompts", type=int, default=10, help="distinct captions saved to run_vis/ for training image logs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the demo text encoder's random init and of the VAE when random")
+    return parser.parse_args()
+
+
+def load_images(paths, transform):
+    """Stack images as float32 (N, 3, R, R) in [-1, 1]; a broken file raises ValueError naming it."""
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                arrays.append(transform(im.convert("RGB"), None))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read image {path!r}: {e}") from None
+    return np.stack(arrays)
+
+
+def write_split(split_dir, records, vae, transform, caption_features, batch_size):
+    """Write ``<i>.npy`` moments and ``<i>_<k>.npy`` caption features; returns the stacked posterior means."""
+    os.makedirs(split_dir)
+    means = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        pixels = paddle.to_tensor(load_images([path for path, _ in chunk], transform))
+        with paddle.no_grad():
+            moments = vae.encode(pixels).latent_dist.parameters.astype("float32").numpy()
+        for j, (_, captions) in enumerate(chunk):
+            i = start + j
+            np.save(os.path.join(split_dir, f"{i}.npy"), moments[j])
+            for k, caption in enumerate(captions):
+                np.save(os.path.join(split_dir, f"{i}_{k}.npy"), caption_features[caption])
+        means.append(moments[:, : moments.shape[1] // 2])
+        logger.info("%s: %d/%d images", os.path.basename(split_dir), min(start + batch_size, len(records)), len(records))
+    return np.concatenate(means)
+
+
+def main():
+    args = parse_args()
+    # ---- inputs
+    if os.path.abspath(args.data_file) == os.path.abspath(DEMO_CAPTIONS) and not os.path.isfile(args.data_file):
+        ensure_demo_data()
+    train = read_caption_file(args.data_file)
+    if args.max_images:
+        train = train[: args.max_images]
+    if args.val_file:
+        val = read_caption_file(args.val_file)
+    elif args.num_val_images > 0:
+        if args.num_val_images >= len(train):
+            raise ValueError(f"--num_val_images {args.num_val_images} leaves no training images (only {len(train)} images)")
+        train, val = train[: -args.num_val_images], train[-args.num_val_images :]
+    else:
+        val = []
+    out_dir = os.path.abspath(args.output_dir)
+    if os.path.exists(out_dir) and not args.overwrite:
+        raise FileExistsError(f"--output_dir {args.output_dir!r} exists; pass --overwrite to replace it")
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+
+    # ---- encoders
+    vae_name = resolve_vae_name(args.vae_name_or_path)
+    vae, vae_description = load_vae(vae_name, seed=args.seed)
+    all_captions = [c for _, caps in train + val for c in caps]
+    if args.text_encoder_name_or_path == "demo":
+        if args.tokenizer_name_or_path not in (None, "demo"):
+            raise ValueError("--text_encoder_name_or_path demo builds its own tokenizer; leave --tokenizer_name_or_path unset")
+        text_encoder, tokenizer = build_demo_text_encoder(all_captions, os.path.join(tmp, "text_encoder"), args.model_max_length, seed=args.seed)
+        text_description = f"demo LDMBert (random init, seed {args.seed}) + word vocabulary of {len(tokenizer)} tokens, saved in <feature_path>/text_encoder"
+    else:
+        text_encoder = load_text_encoder(args.text_encoder_name_or_path)
+        tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.text_encoder_name_or_path, args.model_max_length)
+        text_description = f"{type(text_encoder).__name__} from {args.text_encoder_name_or_path}"
+    logger.info("text encoder: %s", text_description)
+
+    # ---- captions (each distinct caption is encoded once) and the empty caption
+    unique = sorted(set(all_captions))
+    feats = encode_text(text_encoder, tokenizer, [""] + unique)
+    np.save(os.path.join(tmp, EMPTY_CONTEXT_FILE), feats[0])
+    caption_features = dict(zip(unique, feats[1:]))
+
+    # ---- images -> moments
+    transform = ImageTransform(args.resolution, center_crop=True)
+    means = write_split(os.path.join(tmp, "train"), train, vae, transform, caption_features, args.batch_size)
+    if val:
+        write_split(os.path.join(tmp, "val"), val, vae, transform, caption_features, args.batch_size)
+    for name, records in (("train", train), ("val", val)):
+        if records:
+            with open(os.path.join(tmp, f"{name}_captions.jsonl"), "w", encoding="utf-8") as f:
+                for i, (path, caps) in enumerate(records):
+                    f.write(json.dumps({"index": i, "image": path, "captions": caps}) + "\n")
+
+    # ---- prompts for the training image logs
+    vis = []
+    for _, caps in val or train:
+        for c in caps:
+            if c not in vis and len(vis) < args.num_vis_prompts:
+                vis.append(c)
+    if vis:
+        os.makedirs(os.path.join(tmp, VIS_DIR))
+        for i, c in enumerate(vis):
+            np.save(os.path.join(tmp, VIS_DIR, f"{i}.npy"), caption_features[c])
+        with open(os.path.join(tmp, VIS_DIR, "prompts.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(vis) + "\n")
+
+    # ---- meta + move into place
+    latent_std = float(means.std())
+    meta = {
+        "vae": vae_description,
+        "vae_name_or_path": vae_name,
+        "vae_scaling_factor": float(vae.config.scaling_factor),
+        "text_encoder": text_description,
+        "text_encoder_name_or_path": args.text_encoder_name_or_path,
+        "model_max_length": args.model_max_length,
+        "resolution": args.resolution,
+        "moments_shape": list(np.load(os.path.join(tmp, "train", "0.npy")).shape),
+        "context_shape": list(feats.shape[1:]),
+        "splits": {name: {"images": len(r), "captions": sum(len(c) for _, c in r)} for name, r in (("train", train), ("val", val)) if r},
+        "latent_mean_std_unscaled": latent_std,
+        "unit_variance_scale_factor": 1.0 / max(latent_std, 1e-12),
+    }
+    with open(os.path.join(tmp, META_FILE), "w") as f:
+        json.dump(meta, f, indent=2)
+    if os.path.exists(out_dir):
+        old = f"{out_dir}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+    logger.info(
+        "wrote %s: %s; moments %s, context %s; posterior-mean std %.4f (VAE scaling_factor %.5f, unit-variance factor would be %.4f)",
+        out_dir, meta["splits"], meta["moments_shape"], meta["context_shape"], latent_std, meta["vae_scaling_factor"], meta["unit_variance_scale_factor"],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Turn a trained U-ViT checkpoint into an ``LDMTextToImagePipeline`` folder.
+
+    python ldm_uvit/generate_pipelines.py --model_file outputs/uvit_demo/checkpoint-400/model_state.pdparams \\
+        --output_path outputs/uvit_demo/ldm_uvit_pipelines
+
+writes::
+
+    <output_path>/
+        model_index.json
+        vqvae/       the autoencoder: a KL autoencoder (AutoencoderKL), not a VQ model; the folder
+                     keeps the name LDMTextToImagePipeline (and Hugging Face's
+                     CompVis/ldm-text2im-large-256) gives it
+        bert/        the frozen text encoder (LDMBertModel, or CLIPTextModel with upstream's encoders)
+        unet/        the U-ViT (config.json, weights, uvit_ldm_unet.py: UViTT2IModel with the
+                     pipeline's call convention, loaded by ppdiffusers as a custom component)
+        scheduler/   DDIM over the training schedule
+        tokenizer/   BertTokenizer (or CLIPTokenizer)
+
+Defaults come from the training run: ``unet_config.json`` and ``ldm_uvit_args.json`` next to
+``--model_file`` give the U-ViT config, the VAE, ``model_max_length`` and the features folder,
+whose ``text_encoder/`` (made by extract_features.py) is the default text encoder and
+tokenizer.  With ``--use_ema True`` (default) the EMA weights in ``ema_state.pdparams`` next to
+the model file are exported.
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))  # repo root, for common/
+sys.path.insert(0, HERE)  # this folder, for its modules
+from common.cpu_env import apply_cpu_env  # noqa: E402
+
+apply_cpu_env()  # must run before paddle is imported
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+import paddle  # noqa: E402
+from paddlenlp.trainer.argparser import strtobool  # noqa: E402
+from ppdiffusers import LDMTextToImagePipeline  # noqa: E402
+from ppdiffusers.training_utils import EMAModel  # noqa: E402
+
+from common.logging_utils import get_logger  # noqa: E402
+from common.trainer_callbacks import EMA_STATE_FILE  # noqa: E402
+from common.vae import load_vae  # noqa: E402
+from uvit_diffusion import make_ddim_scheduler  # noqa: E402
+from uvit_features import resolve_vae_name  # noqa: E402
+from uvit_text_encoder import load_text_encoder, load_tokenizer  # noqa: E402
+from uvit_ldm_unet import LDMUViTT2IModel  # noqa: E402
+from uvit_trainer import RUN_ARGS_NAME, UNET_CONFIG_NAME, load_unet_config  # noqa: E402
+
+logger = get_logger("generate_pipelines")
+UPSTREAM_DEFAULTS = {
+    "unet_config_file": os.path.join(HERE, "config", "uvit_t2i_small_deep.json"),
+    "vae_name_or_path": "auto",
+    "text_encoder_name_or_path": "runwayml/stable-diffusion-v1-5/text_encoder",
+    "tokenizer_name_or_path": "runwayml/stable-diffusion-v1-5/tokenizer",
+    "model_max_length": 77,
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Export a trained U-ViT as an LDMTextToImagePipeline folder.")
+    parser.add_argument("--model_file", default="./model_state.pdparams", help="Trainer model_state.pdparams (or the folder holding it)")
+    parser.add_argument("--output_path", default="./ldm_uvit_pipelines", help="pipeline folder to write (replaced atomically)")
+    parser.add_argument("--vae_name_or_path", default=None, help="autoencoder (common.vae.load_vae); default: the training run's")
+    parser.add_argument("--unet_config_file", default=None, help="U-ViT config; default: unet_config.json next to --model_file")
+    parser.add_argument("--text_encoder_name_or_path", default=None, help="text encoder; default: <feature_path>/text_encoder of the training run")
+    parser.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer; default: same place as the text encoder")
+    parser.add_argument("--model_max_length", type=int, default=None, help="tokenizer length; default: the training run's")
+    parser.add_argument("--use_ema", type=strtobool, default=True, help="export the EMA weights (ema_state.pdparams next to --model_file)")
+    return parser.parse_args()
+
+
+def resolve_defaults(args, model_dir):
+    """Fill unset arguments from the run files next to the model, else upstream's defaults."""
+    run = {}
+    run_file = os.path.join(model_dir, RUN_ARGS_NAME)
+    if os.path.isfile(run_file):
+        with open(run_file) as f:
+            run = json.load(f)
+    config_file = os.path.join(model_dir, UNET_CONFIG_NAME)
+    feature_te = os.path.join(run.get("feature_path", ""), "text_encoder")
+    found = {
+        "unet_config_file": config_file if os.path.isfile(config_file) else None,
+        "vae_name_or_path": run.get("vae_name_or_path"),
+        "text_encoder_name_or_path": feature_te if run.get("feature_path") and os.path.isdir(feature_te) else None,
+        "model_max_length": run.get("model_max_length"),
+    }
+    found["tokenizer_name_or_path"] = found["text_encoder_name_or_path"]
+    for key, default in UPSTREAM_DEFAULTS.items():
+        if getattr(args, key) is None:
+            value = found[key] if found.get(key) is not None else default
+            setattr(args, key, value)
+            logger.info("--%s %s (%s)", key, value, "from the training run" if found.get(key) is not None else "upstream default")
+    if args.vae_name_or_path == "auto":  # pin it to the VAE that made the run's features
+        args.vae_name_or_path = resolve_vae_name("auto", run.get("feature_path"))
+        logger.info("--vae_name_or_path auto -> %s", args.vae_name_or_path)
+    return args
+
+
+def load_unet(model_file, config, use_ema):
+    """U-ViT with the Trainer weights (``unet.*`` keys) and, when asked and present, the EMA weights.
+
+    Raises:
+        ValueError: the state dict does not match the config (missing / unexpected / mis-shaped keys),
+            or the EMA state has a different number of parameters.
+    """
+    unet = LDMUViTT2IModel(**config)
+    state = paddle.load(model_file)
+    weights = {k[len("unet.") :]: v for k, v in state.items() if k.startswith("unet.")}
+    expected = unet.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    shapes = [k for k in expected if k in weights and list(weights[k].shape) != list(expected[k].shape)]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{model_file!r} does not match the U-ViT config: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shapes {shapes[:5]} (pass the --unet_config_file the model was trained with)"
+        )
+    unet.set_state_dict(weights)
+    ema_file = os.path.join(os.path.dirname(model_file), EMA_STATE_FILE)
+    if use_ema and os.path.isfile(ema_file):
+        params = list(unet.parameters())
+        ema_state = paddle.load(ema_file)
+        if len(ema_state["shadow_params"]) != len(params):
+            raise ValueError(f"{ema_file!r} holds {len(ema_state['shadow_params'])} tensors, the U-ViT has {len(params)} parameters")
+        ema = EMAModel(params)
+        ema.load_state_dict(ema_state)
+        ema.copy_to(params)
+        logger.info("U-ViT weights: EMA from %s (step %d)", ema_file, ema.optimization_step)
+    else:
+        if use_ema:
+            logger.warning("no %s next to the model file: exporting the raw (non-EMA) weights", EMA_STATE_FILE)
+        logger.info("U-ViT weights: %s", model_file)
+    unet.eval()
+    return unet
+
+
+def main():
+    args = parse_args()
+    model_file = os.path.join(args.model_file, "model_state.pdparams") if os.path.isdir(args.model_file) else args.model_file
+    if not os.path.isfile(model_file):
+        raise FileNotFoundError(f"--model_file {args.model_file!r}: no model_state.pdparams there")
+    args = resolve_defaults(args, os.path.dirname(os.path.abspath(model_file)))
+
+    config = load_unet_config(args.unet_config_file)
+    unet = load_unet(model_file, config, args.use_ema)
+    vae, _ = load_vae(args.vae_name_or_path)
+    text_encoder = load_text_encoder(args.text_encoder_name_or_path)
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path, args.model_max_length)
+    if text_encoder.config.hidden_size != config["clip_dim"]:
+        raise ValueError(f"text encoder width {text_encoder.config.hidden_size} != clip_dim {config['clip_dim']} of the U-ViT config")
+    if tokenizer.model_max_length != config["num_text_tokens"]:
+        raise ValueError(f"--model_max_length {tokenizer.model_max_length} != num_text_tokens {config['num_text_tokens']} of the U-ViT config")
+    if vae.config.latent_channels != config["in_channels"]:
+        raise ValueError(f"VAE latent_channels {vae.config.latent_channels} != in_channels {config['in_channels']} of the U-ViT config")
+
+    pipe = LDMTextToImagePipeline(vqvae=vae, bert=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_ddim_scheduler())
+    out = os.path.abspath(args.output_path)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    shutil.copyfile(os.path.join(HERE, "uvit_ldm_unet.py"), os.path.join(tmp, "unet", "uvit_ldm_unet.py"))
+    if os.path.exists(out):
+        old = f"{out}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    logger.info(
+        "wrote %s (vqvae/ is an AutoencoderKL, scaling_factor %.5f; sample with height = width = %d to get %dx%d images)",
+        out, vae.config.scaling_factor, config["sample_size"] * 8, config["sample_size"] * pipe.vae_scale_factor, config["sample_size"] * pipe.vae_scale_factor,
+    )
+
+
+if __name__ == "__main__":
+    main()
