@@ -22,7 +22,7 @@ import paddle.distributed as dist  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder, for vae_*.py
 from common.checkpoint import get_rng_state, load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
-from common.distributed import barrier, init_distributed, seed_everything  # noqa: E402
+from common.distributed import shutdown_distributed, barrier, init_distributed, seed_everything  # noqa: E402
 from common.images import ResumableBatchSampler, save_grid  # noqa: E402
 from common.logging_utils import TrainLogger, get_logger  # noqa: E402
 from vae_data import build_dataset  # noqa: E402
@@ -269,7 +269,7 @@ def main(argv=None):
             log_reconstructions(x, rec, os.path.join(args.output_dir, "reconstructions", "final.png"), tlog, global_step)
         logger.info("final VAE written to %s (AutoencoderKL.from_pretrained loads it)", final_dir)
     tlog.close()
-    barrier()
+    shutdown_distributed()
     return global_step
 
 

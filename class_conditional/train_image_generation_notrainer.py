@@ -29,7 +29,7 @@ from class_conditional.models import DiT, count_parameters, load_model_config  #
 from class_conditional.models.dit import model_kwargs  # noqa: E402
 from class_conditional.objective import ObjectiveArguments, build_objective, decode_latents, resolve_config_file, sample_latents, save_model_folder  # noqa: E402
 from common.checkpoint import get_rng_state, load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
-from common.distributed import barrier, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
+from common.distributed import shutdown_distributed, barrier, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
 from common.images import ResumableBatchSampler, save_grid  # noqa: E402
 from common.logging_utils import TrainLogger, get_logger  # noqa: E402
 from common.model_toggles import apply_model_toggles  # noqa: E402
@@ -167,7 +167,7 @@ def main():
         ema.restore(transformer.parameters())
         logger.info("done at step %d; EMA weights in %s, sample grid %s", step, os.path.join(args.results_dir, "final"), path)
     train_log.close()
-    barrier()
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-__all__ = ["init_distributed", "get_rank", "get_world_size", "is_main_process", "barrier", "seed_everything", "wrap_data_parallel"]
+__all__ = ["shutdown_distributed", "init_distributed", "get_rank", "get_world_size", "is_main_process", "barrier", "seed_everything", "wrap_data_parallel"]
 
 
 def get_rank():
@@ -42,6 +42,17 @@ def barrier():
     """Wait for every rank (no-op in a single process)."""
     if get_world_size() > 1:
         dist.barrier()
+
+
+def shutdown_distributed():
+    """End of a run: wait for every rank, then tear the process group down explicitly so no rank
+    exits while another still talks to it (no-op in a single process)."""
+    if get_world_size() > 1 and dist.is_initialized():
+        dist.barrier()
+        try:
+            dist.destroy_process_group()
+        except Exception:  # older paddle builds without explicit teardown
+            pass
 
 
 def seed_everything(global_seed):

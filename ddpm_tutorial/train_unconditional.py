@@ -30,7 +30,7 @@ from ppdiffusers.training_utils import EMAModel  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common.checkpoint import get_rng_state, load_checkpoint, load_optimizer_state, optimizer_state, preserve_rng_state, resolve_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
-from common.distributed import barrier, get_rank, get_world_size, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
+from common.distributed import barrier, get_rank, shutdown_distributed, get_world_size, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
 from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, save_grid  # noqa: E402
 from common.logging_utils import TrainLogger  # noqa: E402
 
@@ -233,6 +233,7 @@ def main(argv=None):
     checksum = sum(float(p.astype("float64").abs().sum()) for p in unet.parameters())
     print(f"[rank {get_rank()}] final weights checksum {checksum:.8e}", flush=True)
     logger.close()
+    shutdown_distributed()
     return logger.history
 
 
