@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 import paddle
 
-__all__ = ["optimizer_state", "load_optimizer_state", "get_rng_state", "set_rng_state", "preserve_rng_state", "save_checkpoint", "list_checkpoints", "resolve_checkpoint", "load_checkpoint", "STATE_FILE"]
+__all__ = ["optimizer_state", "load_optimizer_state", "get_rng_state", "set_rng_state", "preserve_rng_state", "save_checkpoint", "list_checkpoints", "resolve_checkpoint", "load_checkpoint", "replace_dir", "STATE_FILE"]
 
 STATE_FILE = "training_state.pdparams"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -96,6 +96,18 @@ def list_checkpoints(output_dir):
     return sorted(found)
 
 
+def replace_dir(tmp, final):
+    """Move the finished folder ``tmp`` to ``final``, replacing an existing ``final`` without
+    ever leaving ``final`` half-written (the old one is moved aside first, then deleted)."""
+    if os.path.exists(final):
+        old = f"{final}.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
 def save_checkpoint(output_dir, step, state, write_extra=None, save_total_limit=None):
     """Atomically write ``checkpoint-<step>`` and prune old ones. Call on rank 0 only.
 
@@ -117,13 +129,7 @@ def save_checkpoint(output_dir, step, state, write_extra=None, save_total_limit=
     if write_extra is not None:
         write_extra(tmp)
     paddle.save(state, os.path.join(tmp, STATE_FILE))
-    if os.path.exists(final):  # re-saving the same step: move the old one aside first
-        old = f"{final}.old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    replace_dir(tmp, final)
     if save_total_limit and save_total_limit > 0:
         for _, path in list_checkpoints(output_dir)[:-save_total_limit]:
             shutil.rmtree(path, ignore_errors=True)

@@ -36,6 +36,7 @@ import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
+from common.checkpoint import replace_dir  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common.demo_data import DEFAULT_DEMO_ROOT, ensure_demo_data  # noqa: E402
@@ -189,13 +190,7 @@ def main():
     }
     with open(os.path.join(tmp, META_FILE), "w") as f:
         json.dump(meta, f, indent=2)
-    if os.path.exists(out_dir):
-        old = f"{out_dir}.old-{os.getpid()}"
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     logger.info(
         "wrote %s: %s; moments %s, context %s; posterior-mean std %.4f (VAE scaling_factor %.5f, unit-variance factor would be %.4f)",
         out_dir, meta["splits"], meta["moments_shape"], meta["context_shape"], latent_std, meta["vae_scaling_factor"], meta["unit_variance_scale_factor"],

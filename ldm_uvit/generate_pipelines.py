@@ -37,6 +37,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 
 import paddle  # noqa: E402
+from common.checkpoint import replace_dir  # noqa: E402
 from paddlenlp.trainer.argparser import strtobool  # noqa: E402
 from ppdiffusers import LDMTextToImagePipeline  # noqa: E402
 from ppdiffusers.training_utils import EMAModel  # noqa: E402
@@ -163,13 +164,7 @@ def main():
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
     shutil.copyfile(os.path.join(HERE, "uvit_ldm_unet.py"), os.path.join(tmp, "unet", "uvit_ldm_unet.py"))
-    if os.path.exists(out):
-        old = f"{out}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_dir(tmp, out)
     logger.info(
         "wrote %s (vqvae/ is an AutoencoderKL, scaling_factor %.5f; sample with height = width = %d to get %dx%d images)",
         out, vae.config.scaling_factor, config["sample_size"] * 8, config["sample_size"] * pipe.vae_scale_factor, config["sample_size"] * pipe.vae_scale_factor,
