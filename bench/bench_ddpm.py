@@ -4,8 +4,9 @@
     python bench/bench_ddpm.py --rows train    # one row
 
 Each row runs in its own process so peak RSS is that row's own.  Prints a markdown table:
-ms/step and images/s for training steps of run_train_ddpm.sh's UNet (32x32, batch 32), and
-images/s decoded by the laion reader (digits parts) and the image-folder reader (faces, 32x32).
+ms/step and images/s for training steps of run_train_ddpm.sh's UNet (16/32/64 channels, 32x32,
+batch 8 per process; the main job runs two such processes), of train_unconditional.py's default
+UNet (32/64/128 + attention, batch 32), and images/s decoded by the laion reader (digits parts) and the image-folder reader (faces, 32x32).
 Not a test: numbers depend on the machine (cores, vendor, other load).
 """
 import argparse
@@ -20,7 +21,7 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "ddpm_tutorial"))
 
 
-def row_train(steps=10, warmup=2, batch=32):
+def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), attention_levels=(), layers_per_block=1):
     import paddle
     import paddle.nn.functional as F
     from denoising_diffusion import build_unet
@@ -28,8 +29,8 @@ def row_train(steps=10, warmup=2, batch=32):
 
     import train_unconditional
 
-    args = train_unconditional.parse_args([])  # the script's defaults = run_train_ddpm.sh's model
-    unet = build_unet(args.resolution, args.block_out_channels, args.attention_levels, args.layers_per_block)
+    args = train_unconditional.parse_args([])
+    unet = build_unet(args.resolution, block_out_channels, attention_levels, layers_per_block)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     opt = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=unet.parameters())
     x = paddle.rand([batch, 3, args.resolution, args.resolution]) * 2 - 1
@@ -83,7 +84,12 @@ def row_folder():
     return {"row": "image-folder reader (faces -> 32x32, flip, 1 process)", "ms_per_step": float("nan"), "images_per_s": n / sec}
 
 
-ROWS = {"train": row_train, "laion": row_laion, "folder": row_folder}
+def row_train_script_default():
+    args = __import__("train_unconditional").parse_args([])
+    return row_train(batch=args.train_batch_size, block_out_channels=args.block_out_channels, attention_levels=args.attention_levels, layers_per_block=args.layers_per_block)
+
+
+ROWS = {"train": row_train, "train_script_default": row_train_script_default, "laion": row_laion, "folder": row_folder}
 
 
 def main():

@@ -80,12 +80,18 @@ def Unet(dim=64, dim_mults=(1, 2, 4, 8), channels=3, image_size=32, layers_per_b
     return build_unet(image_size, [dim * m for m in dim_mults], attention_levels, layers_per_block, channels)
 
 
-class GaussianDiffusion(nn.Layer):
-    """DDPM (Ho et al. 2020, arXiv 2006.11239) around a ``UNet2DModel`` that predicts the noise.
+OBJECTIVES = {"pred_noise": "epsilon", "pred_x0": "sample", "pred_v": "v_prediction"}
 
-    Training objective (Ho et al. eq. 14, "L_simple"): sample ``t ~ U{0..T-1}``, ``eps ~ N(0, I)``,
-    ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (``DDPMScheduler.add_noise``) and regress
-    ``eps`` with MSE.
+
+class GaussianDiffusion(nn.Layer):
+    """DDPM (Ho et al. 2020, arXiv 2006.11239) around a ``UNet2DModel``.
+
+    Training objective: sample ``t ~ U{0..T-1}``, ``eps ~ N(0, I)``,
+    ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (``DDPMScheduler.add_noise``) and regress with
+    MSE, by ``objective`` (the tutorial package's names): ``"pred_noise"`` the noise eps (Ho et al.
+    eq. 14, "L_simple"), ``"pred_x0"`` the clean image x_0, ``"pred_v"`` the velocity
+    ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho 2022, arXiv 2202.00512, sec. 4).
+    The scheduler's ``prediction_type`` follows, so sampling reads the output the same way.
 
     Args:
         model: ``UNet2DModel`` (possibly wrapped in ``paddle.DataParallel``) taking ``(x_t, t)``.
@@ -93,15 +99,22 @@ class GaussianDiffusion(nn.Layer):
         timesteps: number of diffusion steps T.
         sampling_timesteps: steps used by :meth:`sample`; fewer than ``timesteps`` uses DDIM.
         beta_schedule: ``"linear"`` (Ho et al.) or ``"squaredcos_cap_v2"`` (cosine, Nichol & Dhariwal).
+        objective: ``"pred_noise"`` | ``"pred_x0"`` | ``"pred_v"``.
+
+    Raises:
+        ValueError: an unknown ``objective``.
     """
 
-    def __init__(self, model, image_size, timesteps=1000, sampling_timesteps=None, beta_schedule="linear"):
+    def __init__(self, model, image_size, timesteps=1000, sampling_timesteps=None, beta_schedule="linear", objective="pred_noise"):
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective {objective!r}: expected one of {sorted(OBJECTIVES)}")
+        self.objective = objective
         self.model = model
         self.image_size = image_size
         self.num_timesteps = timesteps
         self.sampling_timesteps = sampling_timesteps or timesteps
-        self.noise_scheduler = DDPMScheduler(num_train_timesteps=timesteps, beta_schedule=beta_schedule)
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=timesteps, beta_schedule=beta_schedule, prediction_type=OBJECTIVES[objective])
 
     @property
     def unet(self):
@@ -113,8 +126,14 @@ class GaussianDiffusion(nn.Layer):
         noise = paddle.randn(x_start.shape, dtype=x_start.dtype)
         timesteps = paddle.randint(0, self.num_timesteps, [x_start.shape[0]], dtype="int64")
         noisy = self.noise_scheduler.add_noise(x_start, noise, timesteps)
-        noise_pred = model(noisy, timesteps, **(model_kwargs or {})).sample
-        return {"loss": F.mse_loss(noise_pred.astype("float32"), noise.astype("float32"))}
+        model_output = model(noisy, timesteps, **(model_kwargs or {})).sample
+        if self.objective == "pred_noise":
+            target = noise
+        elif self.objective == "pred_x0":
+            target = x_start
+        else:
+            target = self.noise_scheduler.get_velocity(x_start, noise, timesteps)
+        return {"loss": F.mse_loss(model_output.astype("float32"), target.astype("float32"))}
 
     def forward(self, img):
         """Loss for images ``img`` (B, C, H, W) float32 in [0, 1] (the tutorial's convention)."""
@@ -262,7 +281,8 @@ class Trainer:
     def sample_grid(self, milestone):
         """EMA samples as ``sample-<milestone>.png``; returns the path."""
         with preserve_rng_state():  # building the EMA copy and sampling must not shift training noise
-            sampler = GaussianDiffusion(self.ema_model(), self.diffusion.image_size, self.diffusion.num_timesteps, self.diffusion.sampling_timesteps)
+            sampler = GaussianDiffusion(self.ema_model(), self.diffusion.image_size, self.diffusion.num_timesteps, self.diffusion.sampling_timesteps,
+                                        beta_schedule=self.diffusion.noise_scheduler.config.beta_schedule, objective=self.diffusion.objective)
             images = sampler.sample(self.num_samples, seed=self.seed)
         path = save_grid([im * 2 - 1 for im in images], os.path.join(self.results_folder, f"sample-{milestone}.png"), upscale=2)
         return path

@@ -27,6 +27,7 @@ def parse_args():
     p.add_argument("--attention_levels", type=int, nargs="*", default=[2], help="levels with self-attention")
     p.add_argument("--layers_per_block", type=int, default=1)
     p.add_argument("--timesteps", type=int, default=1000)
+    p.add_argument("--objective", default="pred_noise", choices=["pred_noise", "pred_x0", "pred_v"], help="what the UNet predicts (pred_x0 learns coarse structure first: used by the CPU demo)")
     p.add_argument("--sampling_timesteps", type=int, default=50, help="< timesteps samples with DDIM")
     p.add_argument("--train_batch_size", type=int, default=32)
     p.add_argument("--train_lr", type=float, default=5e-4)
@@ -47,7 +48,7 @@ def main():
     args = parse_args()
     # model + diffusion
     model = Unet(dim=args.dim, dim_mults=args.dim_mults, image_size=args.image_size, layers_per_block=args.layers_per_block, attention_levels=args.attention_levels)
-    diffusion = GaussianDiffusion(model, image_size=args.image_size, timesteps=args.timesteps, sampling_timesteps=args.sampling_timesteps)
+    diffusion = GaussianDiffusion(model, image_size=args.image_size, timesteps=args.timesteps, sampling_timesteps=args.sampling_timesteps, objective=args.objective)
     # trainer (data, optimizer, EMA, milestones)
     trainer = Trainer(
         diffusion,

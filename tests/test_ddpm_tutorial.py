@@ -128,9 +128,59 @@ def test_two_process_launch_keeps_ranks_in_sync(launch_2proc, demo_root, tmp_pat
 def test_launchers_smoke(run_shell, tmp_path):
     out = tmp_path / "main_job"
     run_shell("ddpm_tutorial/run_train_ddpm.sh", "--resolution", "16", "--block_out_channels", "16", "32", "--attention_levels", "1", "--ddpm_num_inference_steps", "2",
-              env={"OUTPUT_DIR": str(out), "MAX_TRAIN_STEPS": "2", "BATCH_SIZE": "4", "GRID_SIZE": "2"}, timeout=300)
+              env={"OUTPUT_DIR": str(out), "MAX_TRAIN_STEPS": "2", "BATCH_SIZE": "4", "GRID_SIZE": "2", "NPROC": "1"}, timeout=300)
     assert os.path.isfile(out / "grid.png") and os.path.isfile(out / "model_index.json")
     res = tmp_path / "trainer_style"
     run_shell("ddpm_tutorial/run_train_trainer_style.sh", "--image_size", "16", "--dim_mults", "1", "2", "--attention_levels", "1", "--sampling_timesteps", "2", "--num_samples", "4", "--train_batch_size", "4",
               env={"RESULTS_FOLDER": str(res), "TRAIN_NUM_STEPS": "2", "SAVE_EVERY": "2"}, timeout=300)
     assert os.path.isfile(res / "sample-1.png") and os.path.isfile(res / "model-1.pdparams")
+
+
+class _ConstantX0(paddle.nn.Layer):
+    """Stands in for a UNet whose output is read as x0: always the same image ``c``."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x, t, **kwargs):
+        return type("Out", (), {"sample": paddle.full_like(x, self.c)})()
+
+
+@pytest.mark.parametrize("objective", ["pred_x0", "pred_v", "pred_noise"])
+def test_objective_targets(objective):
+    """The loss is zero exactly when the model outputs the objective's target (x0, v or eps)."""
+    paddle.seed(3)
+    x_start = paddle.rand([4, 3, 8, 8]) * 2 - 1
+    diffusion = GaussianDiffusion(_ConstantX0(0.0), image_size=8, timesteps=100, objective=objective)
+    # replay the loss's own draws: noise first, then timesteps
+    paddle.seed(7)
+    noise = paddle.randn(x_start.shape)
+    t = paddle.randint(0, 100, [4], dtype="int64")
+    sched = diffusion.noise_scheduler
+    target = {"pred_x0": x_start, "pred_noise": noise, "pred_v": sched.get_velocity(x_start, noise, t)}[objective]
+
+    class Oracle(paddle.nn.Layer):
+        def forward(self, x, timesteps):
+            assert bool((timesteps == t).all())
+            np.testing.assert_allclose(x.numpy(), sched.add_noise(x_start, noise, t).numpy(), atol=1e-6)
+            return type("Out", (), {"sample": target})()
+
+    paddle.seed(7)
+    assert float(diffusion.training_losses(Oracle(), x_start)["loss"]) < 1e-10
+    assert sched.config.prediction_type == {"pred_x0": "sample", "pred_noise": "epsilon", "pred_v": "v_prediction"}[objective]
+    with pytest.raises(ValueError, match="objective"):
+        GaussianDiffusion(_ConstantX0(0.0), image_size=8, objective="pred_eps")
+
+
+def test_x0_model_samples_its_prediction():
+    """With --prediction_type sample, DDIM sampling ends at the model's x0 (a constant image here)."""
+    from ppdiffusers import DDIMScheduler, DDPMScheduler
+
+    scheduler = DDIMScheduler.from_config(DDPMScheduler(num_train_timesteps=1000, prediction_type="sample").config)
+    scheduler.set_timesteps(20)
+    model = _ConstantX0(0.3)
+    x = paddle.randn([2, 3, 8, 8])
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(x, t).sample, t, x).prev_sample
+    assert float(np.abs(x.numpy() - 0.3).max()) < 1e-3
