@@ -268,6 +268,9 @@ def main(argv=None):
         if x is not None:
             log_reconstructions(x, rec, os.path.join(args.output_dir, "reconstructions", "final.png"), tlog, global_step)
         logger.info("final VAE written to %s (AutoencoderKL.from_pretrained loads it)", final_dir)
+    # every rank reports its weights so a multi-process run can be checked for drift
+    checksum = sum(float(p.astype("float64").abs().sum()) for p in vae.parameters())
+    print(f"[rank {rank}] final weights checksum {checksum:.8e}", flush=True)
     tlog.close()
     shutdown_distributed()
     return global_step

@@ -5,7 +5,10 @@
 #   3. export an LDMTextToImagePipeline folder and write a prompt grid PNG
 # Knobs: FEATURE_PATH OUTPUT_DIR VAE MAX_IMAGES NUM_VAL_IMAGES UNET_CONFIG MODEL_MAX_LENGTH BATCH_SIZE
 #        MAX_STEPS LEARNING_RATE WARMUP_STEPS SAVE_STEPS LOGGING_STEPS IMAGE_LOGGING_STEPS NUM_INFERENCE_STEPS
-#        NUM_IMAGES_PER_PROMPT GUIDANCE_SCALE; extra arguments go to the train script.
+#        NUM_IMAGES_PER_PROMPT GUIDANCE_SCALE NPROC; extra arguments go to the train script.
+# NPROC=2 (default) trains with two processes under paddle.distributed.launch (gloo on CPU): on a
+# 2-core CPU two single-threaded processes beat one two-threaded process for a model this small.
+# BATCH_SIZE is per process.
 set -e
 cd "$(dirname "$0")/.."
 
@@ -16,13 +19,14 @@ MAX_IMAGES=${MAX_IMAGES:-0}
 NUM_VAL_IMAGES=${NUM_VAL_IMAGES:-97}
 UNET_CONFIG=${UNET_CONFIG:-config/uvit_t2i_demo.json}
 MODEL_MAX_LENGTH=${MODEL_MAX_LENGTH:-16}
-BATCH_SIZE=${BATCH_SIZE:-64}
-MAX_STEPS=${MAX_STEPS:-300}
+BATCH_SIZE=${BATCH_SIZE:-32}
+MAX_STEPS=${MAX_STEPS:-800}
+NPROC=${NPROC:-2}
 LEARNING_RATE=${LEARNING_RATE:-0.001}
 WARMUP_STEPS=${WARMUP_STEPS:-20}
-SAVE_STEPS=${SAVE_STEPS:-100}
-LOGGING_STEPS=${LOGGING_STEPS:-10}
-IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-100}
+SAVE_STEPS=${SAVE_STEPS:-400}
+LOGGING_STEPS=${LOGGING_STEPS:-50}
+IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-400}
 NUM_INFERENCE_STEPS=${NUM_INFERENCE_STEPS:-50}
 NUM_IMAGES_PER_PROMPT=${NUM_IMAGES_PER_PROMPT:-4}
 GUIDANCE_SCALE=${GUIDANCE_SCALE:-2.0}
@@ -37,7 +41,11 @@ python ldm_uvit/extract_features.py \
     --max_images "${MAX_IMAGES}" \
     --vae_name_or_path "${VAE}"
 
-python ldm_uvit/train_txt2img_uvit_coco_trainer.py \
+LAUNCH="python"
+if [ "$NPROC" -gt 1 ]; then
+  LAUNCH="python -m paddle.distributed.launch --nproc_per_node $NPROC --log_dir ${OUTPUT_DIR}/launch_logs"
+fi
+$LAUNCH ldm_uvit/train_txt2img_uvit_coco_trainer.py \
     --do_train \
     --output_dir "${OUTPUT_DIR}" \
     --overwrite_output_dir \

@@ -18,6 +18,7 @@ LDM_UVIT = os.path.join(REPO_ROOT, "ldm_uvit")
 
 DEMO_STEPS, DEMO_SAVE, RESUME_STEPS = 20, 10, 12
 DEMO_ENV = {
+    "NPROC": "1",
     "MAX_IMAGES": "120",
     "NUM_VAL_IMAGES": "12",
     "VAE": "random",
