@@ -1,5 +1,6 @@
 """Shared test fixtures: the bundled demo data and helpers to run scripts as a user would."""
 import os
+import re
 import subprocess
 import sys
 
@@ -73,3 +74,15 @@ def launch_2proc(tmp_path):
         return proc, log_dir
 
     return run
+
+
+def rank_checksums(log_dir, world_size=2):
+    """``{rank: checksum}`` parsed from the ``[rank N] final weights checksum X`` line that the
+    plain-loop train scripts print at the end; fails naming the rank that did not finish."""
+    sums = {}
+    for rank in range(world_size):
+        text = (log_dir / f"workerlog.{rank}").read_text()
+        m = re.search(rf"\[rank {rank}\] final weights checksum (\S+)", text)
+        assert m, f"rank {rank} did not finish:\n{text[-2000:]}"
+        sums[rank] = float(m.group(1))
+    return sums

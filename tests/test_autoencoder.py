@@ -347,18 +347,13 @@ def test_demo_launcher_smoke(run_shell, demo_root, tmp_path):
 def test_two_process_launch_keeps_ranks_in_sync(launch_2proc, tmp_path):
     """Under paddle.distributed.launch (gloo on CPU) both ranks train on their shard and end with
     identical weights; only rank 0 writes."""
-    import re
-
     out = tmp_path / "ddp"
     proc, log_dir = launch_2proc("autoencoder/train_vae.py", "--from_scratch", "--vae_config_file", DEMO_CONFIG, "--dataset_type", "text_image_pair",
                                  "--file_list", os.path.join(REPO_ROOT, "autoencoder/data/filelist/demo_train.filelist.list"), "--resolution", "32",
                                  "--batch_size", "2", "--num_workers", "0", "--max_train_steps", "3", "--logging_steps", "1", "--image_logging_steps", "3",
                                  "--save_steps", "3", "--perceptual_weight", "0", "--disc_start", "2", "--output_dir", out, timeout=300)
-    sums = {}
-    for rank in (0, 1):
-        text = (log_dir / f"workerlog.{rank}").read_text()
-        m = re.search(rf"\[rank {rank}\] final weights checksum (\S+)", text)
-        assert m, f"rank {rank} did not finish:\n{text[-2000:]}"
-        sums[rank] = float(m.group(1))
+    from conftest import rank_checksums
+
+    sums = rank_checksums(log_dir)
     assert sums[0] == pytest.approx(sums[1], rel=1e-6)
     assert os.path.isfile(out / "final" / "config.json") and os.path.isfile(out / "checkpoint-3" / "training_state.pdparams")

@@ -1,6 +1,5 @@
 """ddpm_tutorial/: both training styles on the bundled faces, checkpoints, resume, pipeline, launch."""
 import os
-import re
 import shutil
 import sys
 
@@ -114,12 +113,9 @@ def test_two_process_launch_keeps_ranks_in_sync(launch_2proc, demo_root, tmp_pat
         "--checkpointing_steps", "3", "--save_images_steps", "0", "--ddpm_num_inference_steps", "2", "--num_sample_images", "2", *TINY,
         timeout=240,
     )
-    sums = {}
-    for rank in (0, 1):
-        text = (log_dir / f"workerlog.{rank}").read_text()
-        m = re.search(rf"\[rank {rank}\] final weights checksum (\S+)", text)
-        assert m, f"rank {rank} did not finish:\n{text[-2000:]}"
-        sums[rank] = float(m.group(1))
+    from conftest import rank_checksums
+
+    sums = rank_checksums(log_dir)
     assert sums[0] == pytest.approx(sums[1], rel=1e-6)
     assert os.path.isfile(out / "checkpoint-3" / "training_state.pdparams")  # written once, by rank 0
     assert os.path.isfile(out / "model_index.json")
