@@ -5,7 +5,8 @@
 
 ``--pipeline`` is a folder written by tools/convert_dit_to_ppdiffusers.py or a hub id such as
 ``facebook/DiT-XL-2-256`` (needs a network).  ``--class_labels`` takes ids or names from the
-pipeline's ``id2label`` (e.g. ``"golden retriever"`` for ImageNet).  Writes one PNG grid.
+pipeline's ``id2label`` (e.g. ``"golden retriever"`` for ImageNet).  Writes one PNG grid: one column
+per class, ``--num_images_per_class`` rows.
 """
 import argparse
 import os
@@ -28,6 +29,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", default="facebook/DiT-XL-2-256", help="DiTPipeline folder or hub id")
     p.add_argument("--class_labels", nargs="+", default=["golden retriever"], help="class ids or names")
+    p.add_argument("--num_images_per_class", type=int, default=1, help="rows of the grid: this many samples of every class")
     p.add_argument("--num_inference_steps", type=int, default=25)
     p.add_argument("--guidance_scale", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=42)
@@ -44,9 +46,11 @@ def main():
     names = [c for c, i in zip(args.class_labels, ids) if i is None]
     mapped = iter(pipe.get_label_ids(names)) if names else iter(())
     class_ids = [i if i is not None else next(mapped) for i in ids]
+    if args.num_images_per_class < 1:
+        raise ValueError(f"--num_images_per_class must be >= 1, got {args.num_images_per_class}")
     generator = paddle.Generator().manual_seed(args.seed)
-    images = pipe(class_labels=class_ids, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, generator=generator).images
-    save_grid(images, args.output, nrow=len(images), upscale=max(1, 128 // images[0].width))
+    images = pipe(class_labels=class_ids * args.num_images_per_class, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, generator=generator).images
+    save_grid(images, args.output, nrow=len(class_ids), upscale=max(1, 128 // images[0].width))
     logger.info("classes %s -> %s", class_ids, args.output)
 
 

@@ -31,6 +31,7 @@ class ObjectiveArguments:
 
     config_file: str = field(default="config/DiT_XL_patch2.json", metadata={"help": "model config JSON (relative paths also looked up next to this script)"})
     feature_path: str = field(default="./data/fastdit_imagenet256", metadata={"help": "folder with imagenet256_features/ and imagenet256_labels/"})
+    random_flip: bool = field(default=True, metadata={"help": "train on the stored horizontal flip half of the time (set False for digits/text, whose flips change meaning)"})
     vae_name_or_path: str = field(default="auto", metadata={"help": "VAE used to decode the sample grids: auto | random | folder | hub id"})
     num_inference_steps: int = field(default=25, metadata={"help": "sampling steps of the training-time sample grid (DiT: DDIM steps)"})
     cfg_scale: float = field(default=4.0, metadata={"help": "classifier-free guidance scale of the sample grid (1 = off)"})

@@ -76,7 +76,7 @@ def main():
     resume = resolve_checkpoint(args.resume_from_checkpoint, args.results_dir)
 
     # ---- data: each rank reads its shard of the features
-    dataset = FeatureDataset(obj_args.feature_path, seed=args.global_seed)
+    dataset = FeatureDataset(obj_args.feature_path, seed=args.global_seed, random_flip=obj_args.random_flip)
     sampler = ResumableBatchSampler(dataset, batch_size=args.global_batch_size // world, shuffle=True, drop_last=True)
     if len(sampler) == 0:
         raise ValueError(f"{len(dataset)} features give no full batch of {args.global_batch_size // world} per process; lower --global_batch_size")

@@ -32,7 +32,7 @@ from common.distributed import get_world_size, is_main_process  # noqa: E402
 from common.images import save_grid  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
 from common.model_toggles import apply_model_toggles  # noqa: E402
-from common.trainer_callbacks import EMACallback, resolve_trainer_checkpoint  # noqa: E402
+from common.trainer_callbacks import EMACallback, ResumeRNGCallback, resolve_trainer_checkpoint  # noqa: E402
 
 logger = get_logger("class_conditional")
 
@@ -94,7 +94,7 @@ def main():
     resume = resolve_trainer_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
 
     # ---- data: pre-extracted latents (+ flips) and labels
-    dataset = FeatureDataset(obj_args.feature_path, seed=training_args.seed)
+    dataset = FeatureDataset(obj_args.feature_path, seed=training_args.seed, random_flip=obj_args.random_flip)
     logger.info("data: %d features in %s", len(dataset), obj_args.feature_path)
 
     # ---- model and objective
@@ -113,6 +113,7 @@ def main():
         callbacks.append(EMACallback(ema, transformer.parameters(), resume_from_checkpoint=resume,
                                      export_fn=lambda folder: save_model_folder(transformer, cfg, os.path.join(folder, "dit_ema"))))
     trainer = Trainer(model=model, args=training_args, train_dataset=dataset, callbacks=callbacks)
+    trainer.add_callback(ResumeRNGCallback(trainer, resume))  # exact continuation also at epoch boundaries
     if training_args.do_train or training_args.max_steps > 0:
         trainer.train(resume_from_checkpoint=resume)
 

@@ -4,6 +4,9 @@
 Trainer: it updates after every optimisation step, writes ``ema_state.pdparams`` (and optionally
 an exported EMA model) into each ``checkpoint-<step>`` folder the Trainer saves, and restores
 the EMA when training resumes from such a folder.
+
+:class:`ResumeRNGCallback` makes a resume at an epoch boundary continue the same random stream
+(noise, timesteps, dropout) as the uninterrupted run.
 """
 import os
 
@@ -11,7 +14,7 @@ import paddle
 from paddlenlp.trainer import TrainerCallback
 from paddlenlp.trainer.trainer_utils import get_last_checkpoint
 
-__all__ = ["EMA_STATE_FILE", "EMACallback", "resolve_trainer_checkpoint"]
+__all__ = ["EMA_STATE_FILE", "EMACallback", "ResumeRNGCallback", "resolve_trainer_checkpoint"]
 
 EMA_STATE_FILE = "ema_state.pdparams"
 
@@ -79,3 +82,28 @@ class EMACallback(TrainerCallback):
                 self.export_fn(folder)
             finally:
                 self.ema.restore(self.parameters)
+
+
+class ResumeRNGCallback(TrainerCallback):
+    """Restore a Trainer checkpoint's RNG states when training resumes at an epoch boundary.
+
+    paddlenlp 2.8's ``Trainer`` saves the python, numpy and paddle generator states in every
+    checkpoint (``rng_state.pth`` / ``rng_state_<world>.pth``) but restores them only after it has
+    skipped the already-trained batches of a partly trained epoch.  A checkpoint that ends an
+    epoch leaves nothing to skip, the restore never runs, and the resumed run draws different
+    noise and timesteps than the uninterrupted one.  This callback restores the states at the
+    first epoch start after resuming.  For a mid-epoch checkpoint the Trainer's own restore runs
+    later (after the skip) and sets the same states again.
+
+    Usage: ``trainer.add_callback(ResumeRNGCallback(trainer, resume_from_checkpoint))``.
+    """
+
+    def __init__(self, trainer, resume_from_checkpoint):
+        self.trainer = trainer
+        self.resume_from_checkpoint = resume_from_checkpoint
+        self.done = not resume_from_checkpoint
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if not self.done:
+            self.done = True
+            self.trainer._load_rng_state(self.resume_from_checkpoint)  # the Trainer's reader (handles ranks)

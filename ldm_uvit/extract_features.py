@@ -7,7 +7,7 @@ the text-encoder features exactly as ``LDMTextToImagePipeline`` computes them; p
 Offline demo (32x32 digits, demo VAE, small LDMBert built from the captions)::
 
     python ldm_uvit/extract_features.py --data_file data/demo/digits_coco.jsonl \\
-        --output_dir data/coco256_features_demo --resolution 32 --model_max_length 16 --num_val_images 97
+        --output_dir data/coco256_features_demo --resolution 32 --model_max_length 8 --num_val_images 97
 
 COCO at 256 with upstream's encoders (needs a network)::
 

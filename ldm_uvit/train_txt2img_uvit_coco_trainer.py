@@ -7,7 +7,7 @@ checkpoints, resume, data parallel) with an EMA of the weights.
 
     python ldm_uvit/train_txt2img_uvit_coco_trainer.py --do_train --output_dir outputs/uvit_demo \\
         --feature_path data/coco256_features_demo --unet_config_file config/uvit_t2i_demo.json \\
-        --model_max_length 16 --per_device_train_batch_size 64 --max_steps 400
+        --model_max_length 8 --per_device_train_batch_size 64 --max_steps 400
 
 Multi-process: ``python -m paddle.distributed.launch --nproc_per_node 2 ldm_uvit/train_txt2img_uvit_coco_trainer.py ...``
 (add ``--ips IP1,IP2`` for several nodes).  See README.md.
@@ -30,7 +30,7 @@ from ppdiffusers.training_utils import EMAModel  # noqa: E402
 from common.distributed import seed_everything  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
 from common.model_toggles import apply_model_toggles  # noqa: E402
-from common.trainer_callbacks import EMA_STATE_FILE, EMACallback, resolve_trainer_checkpoint  # noqa: E402
+from common.trainer_callbacks import EMA_STATE_FILE, EMACallback, ResumeRNGCallback, resolve_trainer_checkpoint  # noqa: E402
 from common.vae import load_vae  # noqa: E402
 from uvit_diffusion import UViTLatentDiffusion  # noqa: E402
 from uvit_features import CocoFeatureDataset, load_vis_prompts, read_meta, resolve_vae_name  # noqa: E402
@@ -120,6 +120,7 @@ def main():
                 )
             )
     trainer = UViTTrainer(model=model, args=training_args, train_dataset=train_dataset, callbacks=callbacks)
+    trainer.add_callback(ResumeRNGCallback(trainer, resume))  # exact continuation also at epoch boundaries
     seed_everything(training_args.seed)  # different noise / timesteps on each rank (the Trainer seeds all ranks alike)
     if resume:
         logger.info("resuming from %s", resume)

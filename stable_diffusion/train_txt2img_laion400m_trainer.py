@@ -21,7 +21,7 @@ from ppdiffusers.training_utils import EMAModel  # noqa: E402
 from common.distributed import barrier, is_main_process, seed_everything  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
 from common.model_toggles import apply_model_toggles  # noqa: E402
-from common.trainer_callbacks import EMACallback, resolve_trainer_checkpoint  # noqa: E402
+from common.trainer_callbacks import EMACallback, ResumeRNGCallback, resolve_trainer_checkpoint  # noqa: E402
 from common.vae import load_vae  # noqa: E402
 from sd.dataset import CaptionImageFolderDataset, TextImageProcessor, build_laion_dataset, collate_fn, collect_captions  # noqa: E402
 from sd.model import StableDiffusionModel  # noqa: E402
@@ -120,6 +120,7 @@ def main():
         callbacks.append(EMACallback(ema, unet.parameters(), resume_from_checkpoint=resume,
                                      export_fn=lambda folder: unet.save_pretrained(os.path.join(folder, "unet_ema"))))
     trainer = StableDiffusionTrainer(model=model, args=training_args, train_dataset=train_dataset, data_collator=collate_fn, callbacks=callbacks)
+    trainer.add_callback(ResumeRNGCallback(trainer, resume))  # exact continuation also at epoch boundaries
     seed_everything(training_args.seed)  # per-rank noise/timesteps: seed * world_size + rank
     if training_args.do_train or training_args.max_steps > 0:
         trainer.train(resume_from_checkpoint=resume)

@@ -4,6 +4,7 @@ import math
 import os
 import re
 import shutil
+import sys
 
 import numpy as np
 import paddle
@@ -72,6 +73,10 @@ def test_features_layout_and_flip(work):
         assert s["latents"].shape == (4, 8, 8) and s["class_labels"].dtype == np.int64
         picks.add(int(np.allclose(s["latents"], raw[1])))
     assert picks == {0, 1}  # both variants are used across epochs
+    no_flip = FeatureDataset(work["features"], random_flip=False)  # --random_flip False (the digits demo)
+    for epoch in range(8):
+        no_flip.set_epoch(epoch)
+        np.testing.assert_array_equal(no_flip[0]["latents"], raw[0])
 
 
 def test_bad_inputs_raise_clear_errors(work, tmp_path):
@@ -309,6 +314,22 @@ def test_dit_trainer_resume_restores_ema_and_step(dit_trainer_run, run_shell, wo
         np.testing.assert_allclose(ema31[k].numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_dit_trainer_resume_at_epoch_boundary_continues_exactly(dit_trainer_run, run_shell, work):
+    """checkpoint-15 ends an epoch (80 features / batch 16 = 5 steps per epoch).  Resuming it to
+    step 30 must reproduce the uninterrupted run's weights and EMA at step 30: same noise,
+    timesteps and label dropout, i.e. the Trainer's RNG states are restored (ResumeRNGCallback)."""
+    out = os.path.join(dit_trainer_run, "resumed15")
+    shutil.copytree(os.path.join(dit_trainer_run, "checkpoint-15"), os.path.join(out, "checkpoint-15"))
+    run_shell(f"{CC}/0_run_train_dit_trainer.sh", "--learning_rate", "2e-3", "--resume_from_checkpoint", "latest",
+              env=_trainer_env(work, out, work["dit"], 30))
+    for name in ("model_state.pdparams", os.path.join("dit_ema", "model_state.pdparams")):
+        a = paddle.load(os.path.join(dit_trainer_run, "checkpoint-30", name))
+        b = paddle.load(os.path.join(out, "checkpoint-30", name))
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{name}: {k}")
+
+
 def test_convert_to_ditpipeline_and_sample(dit_trainer_run, tmp_path):
     from ppdiffusers import DiTPipeline
 
@@ -327,6 +348,18 @@ def test_convert_to_ditpipeline_and_sample(dit_trainer_run, tmp_path):
         pipe.get_label_ids(["eleven"])
     images = pipe(class_labels=[7, 0], num_inference_steps=4, generator=paddle.Generator().manual_seed(0)).images
     assert len(images) == 2 and images[0].size == (32, 32)
+    # infer_demo_dit.py: names and ids, one column per class, --num_images_per_class rows
+    import subprocess
+    from PIL import Image
+
+    grid = tmp_path / "grid.png"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, CC, "infer_demo_dit.py"), "--pipeline", out, "--class_labels", "seven", "0", "3",
+                           "--num_images_per_class", "2", "--num_inference_steps", "2", "--output", str(grid)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "classes [7, 0, 3]" in proc.stderr + proc.stdout
+    with Image.open(grid) as im:
+        assert im.size[0] > im.size[1] > 0 and abs(im.size[0] / im.size[1] - 3 / 2) < 0.1  # 3 columns x 2 rows of squares
     imagenet = os.path.join(REPO, CC, "tools", "ImageNet_id2label.json")
     with open(imagenet) as f:
         names = json.load(f)

@@ -83,8 +83,8 @@ def test_extract_features_layout(demo_run, uvit):
     assert scan_feature_split(str(features / "train")) == [2] * n_train  # 2 captions per digit image
     assert scan_feature_split(str(features / "val")) == [2] * int(DEMO_ENV["NUM_VAL_IMAGES"])
     assert np.load(features / "train" / "0.npy").shape == (8, 8, 8)  # f4 VAE: 32x32 -> (2*4, 8, 8) moments
-    assert np.load(features / "train" / "0_1.npy").shape == (16, 64)
-    assert np.load(features / "empty_context.npy").shape == (16, 64)
+    assert np.load(features / "train" / "0_1.npy").shape == (8, 64)  # model_max_length 8 (the demo's longest caption)
+    assert np.load(features / "empty_context.npy").shape == (8, 64)
     assert meta["moments_shape"] == [8, 8, 8] and meta["splits"]["train"] == {"images": n_train, "captions": 2 * n_train}
     # the two captions of an image differ, and both differ from the empty caption
     c0, c1, empty = (np.load(features / "train" / f) for f in ("0_0.npy", "0_1.npy", "../empty_context.npy"))
@@ -198,7 +198,7 @@ def test_launcher_resumes_ema_and_step(demo_run, run_shell, tmp_path):
     shutil.copytree(run / f"checkpoint-{DEMO_SAVE}", out / f"checkpoint-{DEMO_SAVE}")
     env = {
         "FEATURE_PATH": str(features), "OUTPUT_DIR": str(out), "UNET_CONFIG": "config/uvit_t2i_demo.json", "VAE": "random",
-        "MODEL_MAX_LENGTH": "16", "PER_DEVICE_TRAIN_BATCH_SIZE": "8", "DATALOADER_NUM_WORKERS": "0", "MAX_STEPS": str(RESUME_STEPS),
+        "MODEL_MAX_LENGTH": "8", "PER_DEVICE_TRAIN_BATCH_SIZE": "8", "DATALOADER_NUM_WORKERS": "0", "MAX_STEPS": str(RESUME_STEPS),
         "SAVE_STEPS": str(RESUME_STEPS), "WARMUP_STEPS": "2", "IMAGE_LOGGING_STEPS": "0", "LOGGING_STEPS": "1",
     }
     run_shell("ldm_uvit/run_train_ldm_uvit_small_deep.sh", "--resume_from_checkpoint", "latest", env=env, timeout=300)
@@ -219,7 +219,7 @@ def test_two_process_training(demo_run, launch_2proc, tmp_path):
     out = tmp_path / "ddp"
     result = launch_2proc(
         "ldm_uvit/train_txt2img_uvit_coco_trainer.py", "--do_train", "--output_dir", out, "--feature_path", features,
-        "--unet_config_file", "config/uvit_t2i_demo.json", "--vae_name_or_path", "random", "--model_max_length", "16",
+        "--unet_config_file", "config/uvit_t2i_demo.json", "--vae_name_or_path", "random", "--model_max_length", "8",
         "--per_device_train_batch_size", "4", "--max_steps", "2", "--save_steps", "2", "--logging_steps", "1",
         "--image_logging_steps", "0", "--disable_tqdm", "True", "--overwrite_output_dir",
         env={"OMP_NUM_THREADS": "1"}, timeout=300,

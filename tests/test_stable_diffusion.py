@@ -162,7 +162,8 @@ def demo_run(tmp_path_factory, demo_root):
 
     out = tmp_path_factory.mktemp("sd_demo") / "run"
     env = dict(os.environ, OUTPUT_DIR=str(out), MAX_STEPS="12", BATCH_SIZE="8", SAVE_STEPS="4", LOGGING_STEPS="3",
-               IMAGE_LOGGING_STEPS="12", WARMUP_STEPS="0", NUM_INFERENCE_STEPS="2", NUM_WORKERS="0", LEARNING_RATE="2e-3", PYTHONUNBUFFERED="1")
+               IMAGE_LOGGING_STEPS="12", WARMUP_STEPS="0", NUM_INFERENCE_STEPS="2", NUM_WORKERS="0", LEARNING_RATE="2e-3", PYTHONUNBUFFERED="1",
+               NPROC="1")
     proc = subprocess.run(["sh", os.path.join(SD_DIR, "run_train_demo.sh"), "--num_logging_prompts", "2",
                            "--noise_offset", "0.05", "--input_perturbation", "0.1"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
