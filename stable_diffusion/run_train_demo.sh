@@ -3,7 +3,8 @@
 # handwritten-digit captions ("a handwritten digit seven", 32x32 px), then sample a prompt grid.
 # Nothing is downloaded: the tokenizer is trained on the captions, the text encoder and UNet are
 # initialised from config/*.json, the VAE is the autoencoder demo's (or a random one, logged).
-#   sh stable_diffusion/run_train_demo.sh                      # 500 steps at batch 32 on CPU (timings: README)
+#   sh stable_diffusion/run_train_demo.sh                      # 900 steps, 2 processes x batch 16, ~9 min on 2 cores (README)
+#   NPROC=1 BATCH_SIZE=32 sh stable_diffusion/run_train_demo.sh  # one process
 #   MAX_STEPS=20 OUTPUT_DIR=/tmp/sd sh stable_diffusion/run_train_demo.sh --logging_steps 5
 # Extra arguments are passed to train_txt2img_laion400m_trainer.py.
 set -e
