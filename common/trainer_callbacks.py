@@ -95,6 +95,11 @@ class ResumeRNGCallback(TrainerCallback):
     first epoch start after resuming.  For a mid-epoch checkpoint the Trainer's own restore runs
     later (after the skip) and sets the same states again.
 
+    Args:
+        trainer: the paddlenlp ``Trainer`` (its ``_load_rng_state`` reads the files and hands each
+            rank its own state; a checkpoint without RNG files is logged by it and skipped).
+        resume_from_checkpoint: the checkpoint folder training resumes from, or ``None`` (no-op).
+
     Usage: ``trainer.add_callback(ResumeRNGCallback(trainer, resume_from_checkpoint))``.
     """
 
