@@ -21,13 +21,16 @@ import paddle  # noqa: E402
 import paddle.distributed as dist  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder, for vae_*.py
-from common.checkpoint import get_rng_state, load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
+from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors  # noqa: E402
+from common.checkpoint import gather_rng_states, load_checkpoint, restore_rank_rng_state, save_checkpoint  # noqa: E402
 from common.distributed import shutdown_distributed, barrier, init_distributed, seed_everything  # noqa: E402
 from common.images import ResumableBatchSampler, save_grid  # noqa: E402
 from common.logging_utils import TrainLogger, get_logger  # noqa: E402
+from common.run_guard import TrainingGuard, add_guard_arguments, start_run  # noqa: E402
+from common.weights import load_state_dict_strict  # noqa: E402
 from vae_data import build_dataset  # noqa: E402
 from vae_losses import LPIPSWithDiscriminator  # noqa: E402
-from vae_model import VAEWithPosterior, build_vae, load_portable_optimizer_state, portable_optimizer_state, resize_to  # noqa: E402
+from vae_model import VAEWithPosterior, build_vae, load_portable_optimizer_state, portable_optimizer_state, read_vae_config, resize_to  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -73,22 +76,36 @@ def parse_args(argv=None):
     parser.add_argument("--save_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
     parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="'latest' or a checkpoint-<step> folder")
     parser.add_argument("--calibrate_scaling_factor", type=int, default=0, help="after training, set the final VAE's config scaling_factor to 1 / std of its latents over this many batches (0 keeps the config value)")
+    add_guard_arguments(parser)  # --skip_nan_steps
     args = parser.parse_args(argv)
 
     if args.from_scratch and not args.vae_config_file:
         parser.error("--from_scratch needs --vae_config_file (the architecture to build from scratch)")
     if not args.from_scratch and not args.pretrained_model_name_or_path:
         parser.error("give --pretrained_model_name_or_path (warm start) or --from_scratch with --vae_config_file")
-    for name in ("logging_steps", "image_logging_steps", "save_steps", "batch_size", "resolution"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.image_logging_steps % args.logging_steps:
-        parser.error(f"--image_logging_steps ({args.image_logging_steps}) must be a multiple of --logging_steps ({args.logging_steps})")
-    if args.max_train_steps < 0 or args.calibrate_scaling_factor < 0:
-        parser.error("--max_train_steps and --calibrate_scaling_factor must be >= 0")
-    if args.perceptual_weight < 0 or args.kl_weight < 0 or args.disc_weight < 0:
-        parser.error("--perceptual_weight, --kl_weight and --disc_weight must be >= 0")
+    with usage_errors(parser):  # exit 2 naming the flag (or the config file), before anything is loaded
+        check_args(args)
     return args
+
+
+def check_args(args):
+    """Range-check the parsed arguments and, when given, read ``--vae_config_file`` and check
+    that ``--input_size`` / ``--resolution`` fit its down/upsampling (:func:`check_shapes`).
+
+    Raises:
+        ValueError: an argument out of range (e.g. ``--learning_rate must be > 0, got -1.0``), or
+            a malformed ``--vae_config_file`` (named, with line and column).
+        FileNotFoundError: ``--vae_config_file`` does not exist.
+    """
+    require_positive(args, "logging_steps", "image_logging_steps", "save_steps", "batch_size", "resolution", "input_size", "learning_rate",
+                     "max_train_steps", "disc_num_layers")
+    require_non_negative(args, "save_total_limit", "num_workers", "disc_start", "kl_weight", "disc_weight", "disc_factor", "pixelloss_weight", "perceptual_weight",
+                         "calibrate_scaling_factor")
+    require_range(args, "min_crop_scale", 0, 1, low_inclusive=False)
+    if args.image_logging_steps % args.logging_steps:
+        raise ValueError(f"--image_logging_steps ({args.image_logging_steps}) must be a multiple of --logging_steps ({args.logging_steps})")
+    if args.vae_config_file:
+        check_shapes(read_vae_config(args.vae_config_file), args.input_size, args.resolution)
 
 
 def check_shapes(config, input_size, resolution):
@@ -127,13 +144,27 @@ def allreduce_gradients(parameters, world_size):
 
 
 def main(argv=None):
+    """Parse ``argv``, lock ``--output_dir`` and train; returns the final global step.
+
+    Raises:
+        common.run_guard.OutputDirInUseError: another run uses ``--output_dir``.
+        common.run_guard.NonFiniteError: NaN/inf loss or gradient (beyond ``--skip_nan_steps``).
+        common.run_guard.TrainingInterrupted: SIGTERM/SIGINT, after saving a checkpoint (a ``SystemExit``).
+    """
     args = parse_args(argv)
+    init_distributed()
+    with start_run(args.output_dir, args.resume_from_checkpoint) as run, TrainingGuard(args.output_dir, args.skip_nan_steps) as guard:
+        return train(args, run, guard)
+
+
+def train(args, run, guard):
+    """The training loop of :func:`main` (``run`` from ``start_run``, ``guard`` a ``TrainingGuard``)."""
     rank, world_size = init_distributed()
     logger = get_logger("train_vae")
     is_main = rank == 0
 
     # ---- resume point (read first: the data order depends on the step)
-    ckpt = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    ckpt = run.resume
     state = load_checkpoint(ckpt) if ckpt else None
     global_step, epoch, batch_in_epoch = (state["step"], state["epoch"], state["batch_in_epoch"]) if state else (0, 0, 0)
 
@@ -183,11 +214,11 @@ def main(argv=None):
     if state is not None:
         from ppdiffusers import AutoencoderKL
 
-        vae.set_state_dict(AutoencoderKL.from_pretrained(ckpt).state_dict())
+        load_state_dict_strict(vae, AutoencoderKL.from_pretrained(ckpt).state_dict(), ckpt)  # another VAE's checkpoint fails here
         loss_fn.set_state_dict(state["loss"])  # discriminator + logvar
         load_portable_optimizer_state(opt_ae, gen_params, state["opt_ae"])
         load_portable_optimizer_state(opt_disc, disc_params, state["opt_disc"])
-        set_rng_state(state["rng"])  # posterior sampling continues exactly
+        restore_rank_rng_state(state["rng"])  # posterior sampling continues exactly, each rank its own stream
         logger.info("resumed from %s at step %d", ckpt, global_step)
 
     def batches():
@@ -212,15 +243,21 @@ def main(argv=None):
                     enc_hw, latent_hw, out_hw, len(gen_params), lr, world_size)
 
     def save(step):
+        """Checkpoint ``step`` (all ranks call it: weight check, RNG states of every rank; rank 0 writes)."""
+        guard.check_weights(step, list(vae.parameters()) + list(loss_fn.parameters()))
+        rngs = gather_rng_states()
+        path = None
         if is_main:
             ckpt_state = {
                 "opt_ae": portable_optimizer_state(opt_ae, gen_params), "opt_disc": portable_optimizer_state(opt_disc, disc_params),
                 "loss": loss_fn.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                "rng": get_rng_state(), "args": vars(args),
+                "rng": rngs, "args": vars(args),
             }
-            path = save_checkpoint(args.output_dir, step, ckpt_state, write_extra=vae.save_pretrained, save_total_limit=args.save_total_limit)
+            path = save_checkpoint(args.output_dir, step, ckpt_state, write_extra=vae.save_pretrained, save_total_limit=args.save_total_limit,
+                                   protect=[ckpt] if ckpt else ())
             logger.info("saved %s", path)
         barrier()
+        return path
 
     # ---- loop
     last_layer = vae.decoder.conv_out.weight
@@ -235,14 +272,16 @@ def main(argv=None):
         opt_ae.clear_grad()
         (ae_loss / world_size).backward()
         allreduce_gradients(gen_params, world_size)
-        opt_ae.step()
+        if guard.check_step(global_step + 1, ae_loss, gen_params):  # NaN/inf guard + stop signal, all ranks agree
+            opt_ae.step()
         # discriminator step (skipped, and its weights untouched, before --disc_start)
         if loss_fn.disc_active(global_step):
             d_loss, d_logs = loss_fn.discriminator_loss(x, rec, global_step)
             opt_disc.clear_grad()
             (d_loss / world_size).backward()
             allreduce_gradients(disc_params, world_size)
-            opt_disc.step()
+            if guard.check_step(global_step + 1, d_loss, disc_params):
+                opt_disc.step()
             logs.update(d_logs)
         global_step += 1
 
@@ -252,8 +291,10 @@ def main(argv=None):
                 f.write(json.dumps({"step": global_step, **record}) + "\n")
         if global_step % args.image_logging_steps == 0 and is_main:
             log_reconstructions(x, rec, os.path.join(args.output_dir, "reconstructions", f"step_{global_step:06d}.png"), tlog, global_step)
-        if global_step % args.save_steps == 0:
-            save(global_step)
+        if global_step % args.save_steps == 0 or guard.stop_requested:
+            path = save(global_step)
+            if guard.stop_requested:  # SIGTERM/SIGINT on some rank: saved, now exit non-zero
+                guard.interrupted(global_step, path)
 
     # ---- final save: last checkpoint, a from_pretrained folder and a reconstruction grid
     if global_step == 0 or global_step % args.save_steps:

@@ -1,12 +1,15 @@
 """Training data for the autoencoder: laion400m-format parts (``text_image_pair``) or an
 ImageNet-style class-folder tree (``imagenet``).  Samples are ``{"pixel_values": float32
-(3, resolution, resolution) in [-1, 1]}``; captions and labels are not used."""
+(3, resolution, resolution) in [-1, 1]}``; captions and labels are not used.
+
+Both readers skip and count an undecodable sample (see :mod:`common.safe_data`) and fail at
+start when nothing is readable."""
 import os
 
 import numpy as np
 from PIL import Image
 
-from common.images import ImageFolderDataset, pil_to_tensor_array
+from common.images import ImageFolderDataset, pil_to_tensor_array, to_rgb
 from common.laion import LaionDataset
 
 __all__ = ["RandomCropTransform", "default_imagenet_root", "imagenet_train_dir", "build_dataset"]
@@ -20,7 +23,8 @@ class RandomCropTransform:
     whose short side is already ``resolution``, like a 32 px digit at resolution 32, is used
     whole).  ``min_crop_scale=1`` is the usual "resize the short side, random crop"; smaller
     values add zoomed-in crops (more distinct patches from few large photos).
-    Call with ``(PIL image, numpy Generator)``; returns float32 ``(3, R, R)`` in ``[-1, 1]``.
+    Call with ``(PIL image of any mode, numpy Generator)``; returns float32 ``(3, R, R)`` in
+    ``[-1, 1]`` (16-bit images are scaled to 8 bits first, :func:`common.images.to_rgb`).
     """
 
     def __init__(self, resolution, min_crop_scale=1.0, random_flip=True, interpolation=Image.LANCZOS):
@@ -32,7 +36,7 @@ class RandomCropTransform:
         self.interpolation = interpolation
 
     def __call__(self, image, rng):
-        image = image.convert("RGB")
+        image = to_rgb(image)
         short = min(image.size)
         side = short
         low = max(self.min_crop_scale * short, min(self.resolution, short))
@@ -93,14 +97,17 @@ def build_dataset(dataset_type, resolution, file_list=None, imagenet_root=None, 
     ``imagenet`` is a map-style dataset over ``<imagenet_root>/ILSVRC2012_train/data``.
 
     Raises:
-        ValueError: unknown ``dataset_type`` or missing ``file_list``.
+        ValueError: unknown ``dataset_type`` or missing ``file_list``; no part of ``file_list``
+            holds a readable record, or no image of the folder decodes (files named).
         FileNotFoundError: missing files/folders (named in the message).
     """
     transform = RandomCropTransform(resolution, min_crop_scale=min_crop_scale, random_flip=random_flip)
     if dataset_type == "text_image_pair":
         if not file_list:
             raise ValueError("--dataset_type text_image_pair needs --file_list")
-        return LaionDataset(file_list, process_fn=_LaionProcess(transform, seed), layout="auto", shuffle=True, seed=seed, infinite=True), True
+        dataset = LaionDataset(file_list, process_fn=_LaionProcess(transform, seed), layout="auto", shuffle=True, seed=seed, infinite=True)
+        dataset.check_readable()
+        return dataset, True
     if dataset_type == "imagenet":
         root = imagenet_train_dir(imagenet_root or default_imagenet_root())
         return ImageFolderDataset(root, transform, with_labels=False, seed=seed), False

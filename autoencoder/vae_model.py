@@ -1,6 +1,5 @@
 """Building the AutoencoderKL to train (from a JSON config, a pretrained folder / hub id, or a
 mix: pretrained encoder + new decoder), and small helpers the training loop needs."""
-import json
 import os
 import warnings
 
@@ -18,16 +17,9 @@ def read_vae_config(path):
         FileNotFoundError: ``path`` does not exist.
         ValueError: not valid JSON or not an object.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--vae_config_file {path!r} does not exist")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            config = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--vae_config_file {path!r} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"--vae_config_file {path!r} must hold a JSON object")
-    return pin_encoder_channels(config)
+    from common.arg_checks import read_json_config
+
+    return pin_encoder_channels(read_json_config(path, "--vae_config_file"))
 
 
 def pin_encoder_channels(config):
@@ -108,7 +100,8 @@ def build_vae(pretrained_model_name_or_path=None, vae_config_file=None, from_scr
         info["loaded"] = sorted(set(info["loaded"]) | set(extra["loaded"]))
         info["random"] = sorted(set(info["random"]) - set(extra["loaded"]))
     if logger is not None:
-        logger.info("VAE weights: %d tensors loaded, %d ignored by --ignore_keys, %d randomly initialised", len(info["loaded"]), len(info["ignored"]), len(info["random"]))
+        logger.info("VAE weights: %d tensors loaded, %d ignored by --ignore_keys, %d randomly initialised%s", len(info["loaded"]), len(info["ignored"]),
+                    len(info["random"]), f" (e.g. {info['random'][:6]})" if info["random"] else "")
     return vae, info
 
 

@@ -10,13 +10,15 @@ Layout under ``--feature_path``::
     classes.json                   optional: class names in id order (extract_features.py writes it)
 
 With two variants per file, one is picked per (seed, epoch, index), i.e. a random horizontal flip
-that survives pre-extraction and is reproducible on resume.
+that survives pre-extraction and is reproducible on resume.  The file names are the image
+indices; gaps (images extract_features.py could not decode) are allowed.
 """
 import json
 import os
 
 import numpy as np
-import paddle.io
+
+from common.safe_data import SkippingDataset, load_npy
 
 __all__ = ["FEATURE_DIR", "LABEL_DIR", "FeatureDataset", "read_class_names"]
 
@@ -43,8 +45,13 @@ def read_class_names(feature_path):
         return json.load(f)
 
 
-class FeatureDataset(paddle.io.Dataset):
+class FeatureDataset(SkippingDataset):
     """Sample ``i`` = ``{"latents": float32 (4, h, w), "class_labels": int64 ()}``.
+
+    A feature or label file that cannot be read (truncated ``.npy``, wrong shape) is skipped:
+    ``ds[i]`` is then the next readable sample, counted in ``num_skipped`` and logged with the
+    file name (see :class:`common.safe_data.SkippingDataset`), so batches stay full and resumed
+    runs see the same data.
 
     Args:
         feature_path: folder holding ``imagenet256_features/`` and ``imagenet256_labels/``.
@@ -53,11 +60,13 @@ class FeatureDataset(paddle.io.Dataset):
 
     Raises:
         FileNotFoundError: a missing folder.
-        ValueError: different numbers of feature and label files, or unmatched file names.
+        ValueError: different numbers of feature and label files, unmatched file names, no
+            sample readable (checked at construction on up to 16 samples spread over the
+            folder), or more than half of them turn out unreadable while training.
     """
 
     def __init__(self, feature_path, seed=0, random_flip=True):
-        super().__init__()
+        super().__init__(f"feature folder {feature_path!r}")
         self.feature_dir = os.path.join(feature_path, FEATURE_DIR)
         self.label_dir = os.path.join(feature_path, LABEL_DIR)
         self.features = _npy_files(self.feature_dir, "feature")
@@ -69,6 +78,7 @@ class FeatureDataset(paddle.io.Dataset):
             raise ValueError(f"{feature_path}: feature file {bad!r} has no label file of the same name in {LABEL_DIR}/")
         self.seed, self.random_flip, self.epoch = seed, random_flip, 0
         self.class_names = read_class_names(feature_path)
+        self.check_usable()
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -76,15 +86,22 @@ class FeatureDataset(paddle.io.Dataset):
     def __len__(self):
         return len(self.features)
 
-    def __getitem__(self, i):
+    def sample_name(self, i):
+        return os.path.join(self.feature_dir, self.features[i])
+
+    def load_sample(self, i):
+        """Sample ``i`` without the skipping of ``ds[i]``; raises ``ValueError`` naming the file."""
         name = self.features[i]
-        x = np.load(os.path.join(self.feature_dir, name)).astype(np.float32)
-        y = np.load(os.path.join(self.label_dir, name))
+        path = os.path.join(self.feature_dir, name)
+        x = load_npy(path, "latent features").astype(np.float32)
+        y = np.asarray(load_npy(os.path.join(self.label_dir, name), "class label")).reshape(-1)
         if x.ndim == 4:
             k = 0
             if x.shape[0] > 1 and self.random_flip:
                 k = int(np.random.default_rng([self.seed, self.epoch, i]).integers(0, x.shape[0]))
             x = x[k]
         if x.ndim != 3:
-            raise ValueError(f"feature {name!r} has shape {x.shape}; expected (C, h, w), (1, C, h, w) or (2, C, h, w)")
-        return {"latents": x, "class_labels": np.int64(np.asarray(y).reshape(-1)[0])}
+            raise ValueError(f"{path!r}: feature has shape {x.shape}; expected (C, h, w), (1, C, h, w) or (2, C, h, w)")
+        if y.size != 1:
+            raise ValueError(f"{os.path.join(self.label_dir, name)!r}: label has {y.size} values; expected one class id")
+        return {"latents": x, "class_labels": np.int64(y[0])}

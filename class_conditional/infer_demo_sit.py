@@ -16,7 +16,7 @@ from common.cpu_env import apply_cpu_env  # noqa: E402
 
 apply_cpu_env()  # must run before paddle is imported
 
-from class_conditional.objective import decode_latents, load_model_folder, sample_latents  # noqa: E402
+from class_conditional.objective import decode_latents, load_model_folder, sample_latents, parse_cfg_channels  # noqa: E402
 from class_conditional.transport import DIFFUSION_FORMS, create_transport  # noqa: E402
 from common.images import save_grid  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
@@ -33,6 +33,8 @@ def main():
     p.add_argument("--mode", choices=["ODE", "SDE"], default="ODE")
     p.add_argument("--sampling_method", default="dopri5", help="ODE: euler | heun | dopri5; SDE: Euler | Heun")
     p.add_argument("--num_sampling_steps", type=int, default=50, help="fixed-step count (ODE euler/heun, SDE)")
+    p.add_argument("--cfg_channels", type=parse_cfg_channels, default=3,
+                   help="latent channels guidance mixes: 3 = official DiT/SiT code (default), all = every channel")
     p.add_argument("--cfg_scale", type=float, default=4.0)
     p.add_argument("--path_type", default="Linear", choices=["Linear", "GVP", "VP"])
     p.add_argument("--prediction", default="velocity", choices=["velocity", "score", "noise"])
@@ -53,7 +55,8 @@ def main():
     sde = {"sampling_method": args.sampling_method, "diffusion_form": args.diffusion_form, "diffusion_norm": args.diffusion_norm,
            "last_step": None if args.last_step == "None" else args.last_step, "last_step_size": args.last_step_size}
     z = sample_latents(model, "SiT", args.class_labels, args.num_sampling_steps, args.cfg_scale, seed=args.seed, transport=transport,
-                       sampler="sde" if args.mode == "SDE" else args.sampling_method, sde_options=sde if args.mode == "SDE" else None)
+                       sampler="sde" if args.mode == "SDE" else args.sampling_method, sde_options=sde if args.mode == "SDE" else None,
+                       cfg_channels=args.cfg_channels)
     vae, _ = load_vae(args.vae_name_or_path)
     save_grid(list(decode_latents(vae, z)), args.output, nrow=len(args.class_labels), upscale=2)
     logger.info("classes %s (%s %s) -> %s", args.class_labels, args.mode, args.sampling_method, args.output)

@@ -16,13 +16,14 @@ from class_conditional.diffusion import create_diffusion
 from class_conditional.models import DiT, load_model_config
 from class_conditional.models.dit import model_kwargs
 from class_conditional.transport import Sampler, create_transport
+from common.weights import load_state_dict_strict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL_CONFIG = "model_config.json"
 MODEL_WEIGHTS = "model_state.pdparams"
 
-__all__ = ["ObjectiveArguments", "resolve_config_file", "build_objective", "sample_latents", "decode_latents",
-           "save_model_folder", "load_model_folder", "HERE"]
+__all__ = ["ObjectiveArguments", "resolve_config_file", "build_objective", "build_transformer", "sample_latents", "parse_cfg_channels", "decode_latents",
+           "save_model_folder", "load_model_folder", "load_official_checkpoint", "HERE"]
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ObjectiveArguments:
     train_eps: Optional[float] = field(default=None, metadata={"help": "SiT training time offset (default by path/prediction)"})
     sample_eps: Optional[float] = field(default=None, metadata={"help": "SiT sampling time offset (default by path/prediction)"})
     sampling_method: str = field(default="euler", metadata={"help": "SiT ODE method for the sample grid: euler | heun | dopri5"})
+    pretrained_model_name_or_path: Optional[str] = field(default=None, metadata={"help": "fine-tune from this DiT/SiT model folder (a final/ folder, or the dit_model/ that tools/convert_dit_to_ppdiffusers.py writes from official weights)"})
 
 
 def resolve_config_file(path):
@@ -65,14 +67,42 @@ def build_objective(cfg, args):
     return create_transport(args.path_type, args.prediction, args.loss_weight, args.train_eps, args.sample_eps)
 
 
-def _guided(model, cfg_scale):
+def build_transformer(cfg, args):
+    """The DiT/SiT network for training: fresh (DiT init, from the current paddle seed) or, with
+    ``args.pretrained_model_name_or_path``, holding that model folder's weights.
+
+    Raises:
+        FileNotFoundError: the pretrained folder holds no model folder.
+        ValueError: its config differs from ``cfg`` in a size or in ``downscale_freq_shift`` (both
+            named), or its weights do not fit (keys listed).
+    """
+    model = DiT(**model_kwargs(cfg))
+    path = getattr(args, "pretrained_model_name_or_path", None)
+    if path:
+        pretrained, pcfg = load_model_folder(path)
+        keys = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_ratio", "num_classes",
+                "learn_sigma", "downscale_freq_shift")
+        diff = {k: (pcfg.get(k), cfg.get(k)) for k in keys if pcfg.get(k) != cfg.get(k)}
+        if diff:
+            raise ValueError(f"--pretrained_model_name_or_path {path!r} does not match --config_file: "
+                             + ", ".join(f"{k} {a!r} (pretrained) vs {b!r}" for k, (a, b) in diff.items()))
+        load_state_dict_strict(model, pretrained.state_dict(), path)
+    return model
+
+
+def _guided(model, cfg_scale, cfg_channels):
     if cfg_scale > 1.0:
-        return lambda x, t, y: model.forward_with_cfg(x, t, y, cfg_scale)
+        return lambda x, t, y: model.forward_with_cfg(x, t, y, cfg_scale, cfg_channels)
     return lambda x, t, y: model(x, t, y)
 
 
+def parse_cfg_channels(text):
+    """``--cfg_channels`` value: ``"all"`` -> ``None`` (guide every latent channel), else an int."""
+    return None if str(text).lower() == "all" else int(text)
+
+
 def sample_latents(model, model_type, labels, num_steps=25, cfg_scale=4.0, seed=0, transport=None, sampler="ddim",
-                   sde_options=None):
+                   sde_options=None, cfg_channels=3):
     """Sample latents for class ids ``labels`` (list of ints) with classifier-free guidance.
 
     Args:
@@ -82,6 +112,8 @@ def sample_latents(model, model_type, labels, num_steps=25, cfg_scale=4.0, seed=
             ``euler``/``heun``/``dopri5`` ODE, or ``sde`` with ``sde_options`` for
             :meth:`Sampler.sample_sde`).
         transport: the SiT ``Transport`` (required for SiT).
+        cfg_channels: latent channels that guidance mixes (see :meth:`DiT.forward_with_cfg`):
+            3 = the official DiT/SiT sampling code, ``None`` = all channels (``DiTPipeline``).
 
     Returns:
         float32 tensor ``(len(labels), C, s, s)``.
@@ -96,7 +128,7 @@ def sample_latents(model, model_type, labels, num_steps=25, cfg_scale=4.0, seed=
     if cfg_scale > 1.0:
         z = paddle.concat([z, z], axis=0)
         y = paddle.concat([y, paddle.full([n], model.num_classes, dtype="int64")], axis=0)
-    fn = _guided(model, cfg_scale)
+    fn = _guided(model, cfg_scale, cfg_channels)
     try:
         if model_type == "DiT":
             if sampler == "ddim":
@@ -139,20 +171,56 @@ def save_model_folder(model, cfg, folder):
 
 
 def load_model_folder(folder):
-    """``(model, cfg)`` from a folder written by :func:`save_model_folder`, or from a checkpoint
-    folder holding one as ``dit_ema/`` (preferred) or ``dit/``.
+    """``(model, cfg)`` from a folder written by :func:`save_model_folder`, or from a folder holding
+    one as ``dit_ema/`` (a training checkpoint) or ``dit_model/`` (a converted official checkpoint,
+    see ``tools/convert_dit_to_ppdiffusers.py``).
 
     Raises:
         FileNotFoundError: no model folder found at ``folder``.
+        ValueError: weights that do not fit the config (missing/unexpected/mis-shaped keys listed).
     """
-    for cand in (folder, os.path.join(folder, "dit_ema"), os.path.join(folder, "dit")):
+    for cand in (folder, os.path.join(folder, "dit_ema"), os.path.join(folder, "dit_model")):
         if os.path.isfile(os.path.join(cand, MODEL_CONFIG)) and os.path.isfile(os.path.join(cand, MODEL_WEIGHTS)):
             cfg = load_model_config(os.path.join(cand, MODEL_CONFIG))
             model = DiT(**model_kwargs(cfg))
-            model.set_state_dict(paddle.load(os.path.join(cand, MODEL_WEIGHTS)))
+            weights = os.path.join(cand, MODEL_WEIGHTS)
+            load_state_dict_strict(model, paddle.load(weights), weights)
             model.eval()
             return model, cfg
-    raise FileNotFoundError(f"{folder!r} holds no DiT model folder ({MODEL_CONFIG} + {MODEL_WEIGHTS}, or dit_ema/ inside)")
+    raise FileNotFoundError(f"{folder!r} holds no DiT model folder ({MODEL_CONFIG} + {MODEL_WEIGHTS}, or dit_ema/ or dit_model/ inside)")
+
+
+def load_official_checkpoint(model_weights, model_name, image_size=256, use_ema=True):
+    """``(model, cfg)`` from an official facebookresearch/DiT or willisma/SiT checkpoint.
+
+    Args:
+        model_weights: ``.pt``/``.pth`` (needs torch), ``.safetensors``, ``.npz`` or ``.pdparams``
+            with the official parameter names (:mod:`class_conditional.models.official`); a
+            ``train.py`` checkpoint ``{"model", "ema", "opt", "args"}`` gives its ``ema`` weights
+            (``use_ema=False``: ``model``), like the official ``find_model``.
+        model_name: ``DiT-XL/2``, ``DiT-L/4``, ``DiT-B/4``, ``DiT-S/4``, ``DiT-S/2`` or ``SiT-XL/2``.
+        image_size: 256 or 512 (latent side ``image_size // 8``).
+
+    Raises:
+        ValueError: an unknown ``model_name``/``image_size``, or weights that do not fit it.
+    """
+    from class_conditional.models.official import OFFICIAL_MODEL_CONFIGS, from_official_state_dict
+    from common.weights import read_state_dict
+
+    if model_name not in OFFICIAL_MODEL_CONFIGS:
+        raise ValueError(f"--model_name {model_name!r}: expected one of {sorted(OFFICIAL_MODEL_CONFIGS)}")
+    if image_size not in (256, 512):
+        raise ValueError(f"--image_size must be 256 or 512 (the official checkpoints), got {image_size}")
+    cfg = load_model_config(os.path.join(HERE, OFFICIAL_MODEL_CONFIGS[model_name]))
+    cfg = dict(cfg, input_size=image_size // 8, downscale_freq_shift=0)
+    raw = read_state_dict(model_weights, "--model_weights")
+    if isinstance(raw.get("ema"), dict) or isinstance(raw.get("model"), dict):
+        raw = raw["ema" if use_ema and isinstance(raw.get("ema"), dict) else "model"]
+    model = DiT(**model_kwargs(cfg))
+    pos = model.pos_embed.pos_embed.numpy().reshape(-1, cfg["hidden_size"])
+    load_state_dict_strict(model, from_official_state_dict(raw, cfg, pos), model_weights)
+    model.eval()
+    return model, cfg
 
 
 class TrainModel(paddle.nn.Layer):

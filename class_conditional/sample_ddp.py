@@ -17,7 +17,7 @@ apply_cpu_env()  # must run before paddle is imported
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from class_conditional.objective import decode_latents, load_model_folder, sample_latents  # noqa: E402
+from class_conditional.objective import decode_latents, load_model_folder, sample_latents, parse_cfg_channels  # noqa: E402
 from class_conditional.transport import create_transport  # noqa: E402
 from common.distributed import barrier, init_distributed  # noqa: E402
 from common.images import array_to_pil  # noqa: E402
@@ -36,6 +36,8 @@ def main():
     p.add_argument("--num_classes", type=int, default=None, help="sample classes 0..K-1 (default: the config's num_classes)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--num_sampling_steps", type=int, default=250)
+    p.add_argument("--cfg_channels", type=parse_cfg_channels, default=3,
+                   help="latent channels guidance mixes: 3 = official DiT/SiT code (default), all = every channel")
     p.add_argument("--cfg_scale", type=float, default=1.5)
     p.add_argument("--sampler", default=None, help="DiT: ddpm | ddim (default ddpm); SiT: euler | heun | dopri5 | sde (default dopri5)")
     p.add_argument("--path_type", default="Linear", choices=["Linear", "GVP", "VP"], help="SiT only")
@@ -55,7 +57,8 @@ def main():
     for start in range(0, len(mine), args.batch_size):
         idx = mine[start:start + args.batch_size]
         z = sample_latents(model, cfg["model_type"], [labels[i] for i in idx], args.num_sampling_steps, args.cfg_scale,
-                           seed=args.global_seed * 100003 + idx[0], transport=transport, sampler=sampler)
+                           seed=args.global_seed * 100003 + idx[0], transport=transport, sampler=sampler,
+                           cfg_channels=args.cfg_channels)
         for i, img in zip(idx, decode_latents(vae, z)):
             array_to_pil(img).save(os.path.join(args.sample_dir, f"{i:06d}_class{labels[i]}.png"))
     barrier()

@@ -25,14 +25,16 @@ from paddlenlp.trainer import PdArgumentParser  # noqa: E402
 from ppdiffusers.training_utils import EMAModel  # noqa: E402
 
 from class_conditional.features import FeatureDataset  # noqa: E402
-from class_conditional.models import DiT, count_parameters, load_model_config  # noqa: E402
-from class_conditional.models.dit import model_kwargs  # noqa: E402
-from class_conditional.objective import ObjectiveArguments, build_objective, decode_latents, resolve_config_file, sample_latents, save_model_folder  # noqa: E402
-from common.checkpoint import get_rng_state, load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
+from class_conditional.models import count_parameters, load_model_config  # noqa: E402
+from class_conditional.objective import ObjectiveArguments, build_transformer, build_objective, decode_latents, resolve_config_file, sample_latents, save_model_folder  # noqa: E402
+from common.arg_checks import require_non_negative, require_positive, require_range  # noqa: E402
+from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, restore_rank_rng_state, save_checkpoint  # noqa: E402
 from common.distributed import shutdown_distributed, barrier, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
 from common.images import ResumableBatchSampler, save_grid  # noqa: E402
 from common.logging_utils import TrainLogger, get_logger  # noqa: E402
 from common.model_toggles import apply_model_toggles  # noqa: E402
+from common.run_guard import GuardArguments, TrainingGuard, start_run  # noqa: E402
+from common.weights import load_state_dict_strict  # noqa: E402
 
 logger = get_logger("class_conditional")
 
@@ -66,14 +68,55 @@ def sample_grid(transformer, cfg, obj_args, objective, vae, path, seed, num_labe
     return save_grid(list(decode_latents(vae, z)), path, nrow=len(labels), upscale=2)
 
 
-def main():
+def parse_args(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``) into ``(ObjectiveArguments, LoopArguments,
+    GuardArguments)`` and range-check them (see :func:`check_args`)."""
+    obj_args, args, guard_args = PdArgumentParser((ObjectiveArguments, LoopArguments, GuardArguments)).parse_args_into_dataclasses(argv)
+    check_args(obj_args, args, guard_args)
+    return obj_args, args, guard_args
+
+
+def check_args(obj_args, args, guard_args):
+    """Range-check the arguments before anything is loaded: steps, epochs, intervals, batch and
+    learning rate > 0, ``--ema_decay`` in [0, 1], ...; and read ``--config_file`` (a missing or
+    malformed file is named).
+
+    Raises:
+        ValueError: the first argument out of range, e.g. ``--ckpt_every must be > 0, got 0``.
+        FileNotFoundError: ``--config_file`` does not exist.
+    """
+    require_positive(args, "global_batch_size", "max_steps", "epochs", "learning_rate", "log_every", "ckpt_every")
+    require_non_negative(args, "num_workers", "weight_decay", "save_total_limit")
+    require_range(args, "ema_decay", 0, 1)
+    require_positive(obj_args, "num_inference_steps")
+    require_non_negative(guard_args, "skip_nan_steps")
+    load_model_config(resolve_config_file(obj_args.config_file))
+
+
+def main(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``), lock ``--results_dir`` and train.
+
+    Raises:
+        ValueError: an argument out of range (before anything is loaded or written).
+        common.run_guard.OutputDirInUseError: another run uses ``--results_dir``.
+        common.run_guard.NonFiniteError: NaN/inf loss or gradient (beyond ``--skip_nan_steps``).
+        common.run_guard.TrainingInterrupted: SIGTERM/SIGINT, after saving a checkpoint (a ``SystemExit``).
+    """
+    obj_args, args, guard_args = parse_args(argv)
+    init_distributed()
+    with start_run(args.results_dir, args.resume_from_checkpoint, arg_name="--results_dir") as run, \
+            TrainingGuard(args.results_dir, guard_args.skip_nan_steps) as guard:
+        train(obj_args, args, run, guard)
+
+
+def train(obj_args, args, run, guard):
+    """The training loop of :func:`main` (``run`` from ``start_run``, ``guard`` a ``TrainingGuard``)."""
     # ---- arguments
-    obj_args, args = PdArgumentParser((ObjectiveArguments, LoopArguments)).parse_args_into_dataclasses()
     rank, world = init_distributed()
     if args.global_batch_size % world:
         raise ValueError(f"--global_batch_size {args.global_batch_size} is not divisible by the {world} processes")
     cfg = load_model_config(resolve_config_file(obj_args.config_file))
-    resume = resolve_checkpoint(args.resume_from_checkpoint, args.results_dir)
+    resume = run.resume
 
     # ---- data: each rank reads its shard of the features
     dataset = FeatureDataset(obj_args.feature_path, seed=args.global_seed, random_flip=obj_args.random_flip)
@@ -85,7 +128,7 @@ def main():
 
     # ---- model, EMA, objective, optimizer
     paddle.seed(args.global_seed)  # identical initial weights on every rank
-    transformer = DiT(**model_kwargs(cfg))
+    transformer = build_transformer(cfg, obj_args)  # fresh, or --pretrained_model_name_or_path
     apply_model_toggles(transformer, args.recompute, args.enable_xformers_memory_efficient_attention, name="dit")
     ema = EMAModel(transformer.parameters(), decay=args.ema_decay)
     objective = build_objective(cfg, obj_args)
@@ -95,11 +138,11 @@ def main():
     step, epoch = 0, 0
     if resume:
         state = load_checkpoint(resume)
-        transformer.set_state_dict(state["model"])
+        load_state_dict_strict(transformer, state["model"], resume)  # another model's checkpoint fails here, keys listed
         ema.load_state_dict(state["ema"])
-        optimizer.set_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"], transformer.parameters())
         step, epoch, sampler.skip_batches = state["step"], state["epoch"], state["batches_in_epoch"]
-        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        restore_rank_rng_state(state["rng"])  # each rank its own stream
         logger.info("resumed from %s at step %d", resume, step)
     else:
         seed_everything(args.global_seed)
@@ -108,11 +151,10 @@ def main():
     vae = None
 
     def checkpoint(next_epoch, batches_in_epoch):
-        """All ranks gather their RNG states; rank 0 writes (model, EMA, optimizer, position)."""
-        rngs = [get_rng_state()]
-        if world > 1:
-            rngs = []
-            paddle.distributed.all_gather_object(rngs, get_rng_state())
+        """All ranks check the weights and gather their RNG states; rank 0 writes (model, EMA, optimizer, position)."""
+        guard.check_weights(step, transformer.parameters())
+        rngs = gather_rng_states()
+        path = None
         if is_main_process():
             def extra(folder):
                 ema.store(transformer.parameters())
@@ -120,11 +162,12 @@ def main():
                 save_model_folder(transformer, cfg, os.path.join(folder, "dit_ema"))
                 ema.restore(transformer.parameters())
 
-            state = {"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            state = {"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer_state(optimizer, transformer.parameters()), "step": step,
                      "epoch": next_epoch, "batches_in_epoch": batches_in_epoch, "rng": rngs, "args": {**asdict(obj_args), **asdict(args)}}
-            path = save_checkpoint(args.results_dir, step, state, write_extra=extra, save_total_limit=args.save_total_limit)
+            path = save_checkpoint(args.results_dir, step, state, write_extra=extra, save_total_limit=args.save_total_limit, protect=[resume] if resume else ())
             logger.info("saved %s", path)
         barrier()
+        return path
 
     # ---- loop
     transformer.train()
@@ -134,7 +177,8 @@ def main():
         for i, batch in enumerate(loader, start=sampler.skip_batches):
             out = objective.training_losses(model, batch["latents"], {"y": batch["class_labels"]})
             out["loss"].backward()
-            optimizer.step()
+            if guard.check_step(step + 1, out["loss"], transformer.parameters()):  # NaN/inf guard + stop signal, all ranks agree
+                optimizer.step()
             optimizer.clear_grad()
             ema.step(transformer.parameters())
             step += 1
@@ -145,15 +189,18 @@ def main():
 
                     vae, _ = load_vae(obj_args.vae_name_or_path)
                 sample_grid(transformer, cfg, obj_args, objective, vae, os.path.join(args.results_dir, "samples", f"step_{step}.png"), args.global_seed, len(dataset.class_names or range(10)))
-            if step % args.ckpt_every == 0 or step >= args.max_steps:
+            if step % args.ckpt_every == 0 or step >= args.max_steps or guard.stop_requested:
                 end_of_epoch = i + 1 >= len(sampler)
-                checkpoint(epoch + 1 if end_of_epoch else epoch, 0 if end_of_epoch else i + 1)
+                path = checkpoint(epoch + 1 if end_of_epoch else epoch, 0 if end_of_epoch else i + 1)
+                if guard.stop_requested:  # SIGTERM/SIGINT on some rank: saved, now exit non-zero
+                    guard.interrupted(step, path)
             if step >= args.max_steps:
                 break
         else:
             epoch += 1
 
     # ---- save: final/ = EMA weights, final_raw/ = trained weights
+    guard.check_weights(step, transformer.parameters(), what="final model")
     if is_main_process():
         save_model_folder(transformer, cfg, os.path.join(args.results_dir, "final_raw"))
         ema.store(transformer.parameters())

@@ -21,18 +21,20 @@ from common.cpu_env import apply_cpu_env  # noqa: E402
 apply_cpu_env()  # must run before paddle is imported
 
 import paddle  # noqa: E402
-from paddlenlp.trainer import PdArgumentParser, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+from paddlenlp.trainer import PdArgumentParser, TrainerCallback, TrainingArguments  # noqa: E402
 from ppdiffusers.training_utils import EMAModel  # noqa: E402
 
 from class_conditional.features import FeatureDataset  # noqa: E402
-from class_conditional.models import DiT, count_parameters, load_model_config  # noqa: E402
-from class_conditional.models.dit import model_kwargs  # noqa: E402
-from class_conditional.objective import ObjectiveArguments, TrainModel, build_objective, decode_latents, resolve_config_file, sample_latents, save_model_folder  # noqa: E402
+from class_conditional.models import count_parameters, load_model_config  # noqa: E402
+from class_conditional.objective import ObjectiveArguments, build_transformer, TrainModel, build_objective, decode_latents, resolve_config_file, sample_latents, save_model_folder  # noqa: E402
+from common.arg_checks import check_trainer_arguments, require_non_negative, require_positive, require_range  # noqa: E402
 from common.distributed import get_world_size, is_main_process  # noqa: E402
 from common.images import save_grid  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
 from common.model_toggles import apply_model_toggles  # noqa: E402
-from common.trainer_callbacks import EMACallback, ResumeRNGCallback, resolve_trainer_checkpoint  # noqa: E402
+from common.run_guard import GuardArguments, start_run  # noqa: E402
+from common.safe_trainer import SafeTrainer  # noqa: E402
+from common.trainer_callbacks import TRAINER_REQUIRED_FILES, EMACallback  # noqa: E402
 
 logger = get_logger("class_conditional")
 
@@ -81,17 +83,42 @@ class SampleGridCallback(TrainerCallback):
         logger.info("sample grid -> %s", path)
 
 
-def main():
+def parse_args(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``) into ``(ObjectiveArguments, DiTTrainingArguments,
+    GuardArguments)`` and range-check them before anything is loaded: the paddlenlp Trainer
+    arguments (:func:`common.arg_checks.check_trainer_arguments`: ``--max_steps`` > 0 or -1 with
+    ``--do_train`` and ``--num_train_epochs`` > 0, lr, batch, logging/save steps > 0 ...),
+    ``--ema_decay`` in [0, 1], ``--num_inference_steps`` > 0, and ``--config_file`` is read
+    (a missing or malformed file is named).
+
+    Raises:
+        ValueError: the first argument out of range, e.g. ``--max_steps must be > 0 (...), got -5``.
+        FileNotFoundError: ``--config_file`` does not exist.
+    """
+    parser = PdArgumentParser((ObjectiveArguments, DiTTrainingArguments, GuardArguments))
+    obj_args, training_args, guard_args = parser.parse_args_into_dataclasses(argv)
+    check_trainer_arguments(training_args)
+    require_range(training_args, "ema_decay", 0, 1)
+    require_positive(obj_args, "num_inference_steps")
+    require_non_negative(guard_args, "skip_nan_steps")
+    load_model_config(resolve_config_file(obj_args.config_file))
+    return obj_args, training_args, guard_args
+
+
+def main(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``), lock ``--output_dir``, train with the paddlenlp
+    Trainer and save ``final/`` (see the module docstring)."""
     # ---- arguments
-    parser = PdArgumentParser((ObjectiveArguments, DiTTrainingArguments))
-    obj_args, training_args = parser.parse_args_into_dataclasses()
+    obj_args, training_args, guard_args = parse_args(argv)
     derived_dp = get_world_size() // max(1, training_args.tensor_parallel_degree * training_args.pipeline_parallel_degree
                                          * max(1, training_args.sharding_parallel_degree) * training_args.sep_parallel_degree)
     if training_args.dp_degree not in (-1, derived_dp):
         raise ValueError(f"--dp_degree {training_args.dp_degree} does not match the launch: {get_world_size()} processes / "
                          f"(tensor*pipeline*sharding*sep degrees) = {derived_dp}")
     cfg = load_model_config(resolve_config_file(obj_args.config_file))
-    resume = resolve_trainer_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    # lock the output dir, validate the checkpoint to resume from, set newer ones aside
+    run = start_run(training_args.output_dir, training_args.resume_from_checkpoint, legacy_required=TRAINER_REQUIRED_FILES)
+    resume = run.resume
 
     # ---- data: pre-extracted latents (+ flips) and labels
     dataset = FeatureDataset(obj_args.feature_path, seed=training_args.seed, random_flip=obj_args.random_flip)
@@ -99,7 +126,7 @@ def main():
 
     # ---- model and objective
     paddle.seed(training_args.seed)  # same initial weights on every rank
-    transformer = DiT(**model_kwargs(cfg))
+    transformer = build_transformer(cfg, obj_args)  # fresh, or --pretrained_model_name_or_path
     objective = build_objective(cfg, obj_args)
     logger.info("model: %s %s, %.2fM parameters; objective: %s", cfg["model_type"], obj_args.config_file, count_parameters(transformer) / 1e6, type(objective).__name__)
     logger.info("toggles: %s", apply_model_toggles(transformer, training_args.recompute, training_args.enable_xformers_memory_efficient_attention, name="dit"))
@@ -112,8 +139,8 @@ def main():
         ema = EMAModel(transformer.parameters(), decay=training_args.ema_decay)
         callbacks.append(EMACallback(ema, transformer.parameters(), resume_from_checkpoint=resume,
                                      export_fn=lambda folder: save_model_folder(transformer, cfg, os.path.join(folder, "dit_ema"))))
-    trainer = Trainer(model=model, args=training_args, train_dataset=dataset, callbacks=callbacks)
-    trainer.add_callback(ResumeRNGCallback(trainer, resume))  # exact continuation also at epoch boundaries
+    # atomic checkpoints, --save_total_limit, NaN/SIGTERM guard, exact resume (common/safe_trainer.py)
+    trainer = SafeTrainer(model=model, args=training_args, train_dataset=dataset, callbacks=callbacks, skip_nan_steps=guard_args.skip_nan_steps)
     if training_args.do_train or training_args.max_steps > 0:
         trainer.train(resume_from_checkpoint=resume)
 
@@ -127,6 +154,7 @@ def main():
             save_model_folder(transformer, cfg, os.path.join(out, "final"))
             ema.restore(transformer.parameters())
         logger.info("saved %s weights to %s", "EMA" if ema is not None else "trained", os.path.join(out, "final"))
+    run.close()
 
 
 if __name__ == "__main__":

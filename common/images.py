@@ -1,6 +1,7 @@
-"""Image-folder dataset, the usual training transforms, and image grids.
+"""Image-folder dataset, image decoding, the usual training transforms, and image grids.
 
-Pixels inside the training code are float32 CHW in ``[-1, 1]``; PIL images are RGB uint8.
+Pixels inside the training code are float32 CHW in ``[-1, 1]``; PIL images are RGB uint8
+(:func:`to_rgb` converts any PIL mode, scaling 16-bit images to 8 bits).
 """
 import math
 import os
@@ -9,8 +10,12 @@ import numpy as np
 import paddle.io
 from PIL import Image
 
+from common.safe_data import SkippingDataset
+
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "to_rgb",
+    "load_image",
     "ImageTransform",
     "ImageFolderDataset",
     "ResumableBatchSampler",
@@ -25,9 +30,41 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".
 _SIDE_FILE_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv", ".md", ".npy", ".npz", ".pkl", ".yaml", ".yml")
 
 
+_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(image):
+    """Any PIL image -> RGB uint8 PIL image of the same size.
+
+    16-bit grayscale (modes ``I;16*``, as Pillow opens 16-bit PNG/TIFF files, and 32-bit ``I``,
+    read as 16-bit values and clipped to ``[0, 65535]``) is scaled by ``255 / 65535`` (rounded);
+    PIL's own ``convert("RGB")`` clips those values at 255, which turns a 16-bit image almost
+    white.  Every other mode goes through ``convert("RGB")`` (alpha is dropped).
+    """
+    if image.mode in _16BIT_MODES:
+        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+        gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path):
+    """Decode the image file ``path`` completely into an RGB uint8 PIL image (:func:`to_rgb`).
+
+    Raises:
+        ValueError: the file is missing, empty, truncated or not an image (``path`` named).
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()  # the whole file: catches truncated ones
+            return to_rgb(im)
+    except Exception as e:  # FileNotFoundError, PIL.UnidentifiedImageError, OSError (truncated), ...
+        raise ValueError(f"cannot decode image {path!r}: {type(e).__name__}: {e}") from None
+
+
 def pil_to_tensor_array(image):
-    """RGB PIL image (H, W) -> float32 array ``(3, H, W)`` in ``[-1, 1]``."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    """PIL image (H, W) of any mode (:func:`to_rgb`) -> float32 array ``(3, H, W)`` in ``[-1, 1]``."""
+    arr = np.asarray(to_rgb(image), dtype=np.float32)
     return (arr.transpose(2, 0, 1) / 127.5 - 1.0).astype(np.float32)
 
 
@@ -62,7 +99,7 @@ class ImageTransform:
         self.interpolation = interpolation
 
     def __call__(self, image, rng):
-        image = image.convert("RGB")
+        image = to_rgb(image)
         th, tw = self.size
         scale = max(th / image.height, tw / image.width)
         new_w, new_h = max(tw, round(image.width * scale)), max(th, round(image.height * scale))
@@ -109,7 +146,7 @@ def list_images(root):
     return paths
 
 
-class ImageFolderDataset(paddle.io.Dataset):
+class ImageFolderDataset(SkippingDataset):
     """Map-style dataset over the images below a folder.
 
     Sample ``i`` is ``{"pixel_values": float32 (3, H, W) in [-1, 1]}`` plus ``"class_labels"``
@@ -119,13 +156,20 @@ class ImageFolderDataset(paddle.io.Dataset):
     sample is a pure function of ``(seed, epoch, i)``: runs resume exactly and DataLoader
     workers need no seeding.  Call :meth:`set_epoch` at the start of each epoch.
 
+    An image that cannot be decoded (empty, truncated, not an image) is skipped: ``ds[i]`` is
+    then the next decodable image ``i+1, i+2, ...`` (with its own label), counted in
+    ``num_skipped`` and logged (see :class:`common.safe_data.SkippingDataset`); use
+    :meth:`try_load` to get ``None`` for it instead.  16-bit images are scaled to 8 bits.
+
     Raises:
-        FileNotFoundError / ValueError: see :func:`list_images`; an image that fails to decode
-            when loaded raises ``ValueError`` naming its path.
+        FileNotFoundError / ValueError: see :func:`list_images`.
+        ValueError: with labels, an image outside a class subfolder; no image decodes (checked
+            at construction on up to 16 images spread over the folder), or more than half of
+            them turn out undecodable while reading (message names the first few files).
     """
 
     def __init__(self, root, transform, with_labels=False, seed=0):
-        super().__init__()
+        super().__init__(f"image folder {root!r}")
         self.root = root
         self.paths = list_images(root)
         self.transform = transform
@@ -139,6 +183,7 @@ class ImageFolderDataset(paddle.io.Dataset):
             self.classes = sorted({r[0] for r in rel})
             index = {c: i for i, c in enumerate(self.classes)}
             self.labels = [index[r[0]] for r in rel]
+        self.check_usable()
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -146,13 +191,12 @@ class ImageFolderDataset(paddle.io.Dataset):
     def __len__(self):
         return len(self.paths)
 
-    def __getitem__(self, i):
-        path = self.paths[i]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except Exception as e:
-            raise ValueError(f"cannot decode image {path!r}: {e}") from None
+    def sample_name(self, i):
+        return self.paths[i]
+
+    def load_sample(self, i):
+        """Sample ``i`` without the skipping of ``ds[i]``; raises ``ValueError`` naming the file."""
+        image = load_image(self.paths[i])
         rng = np.random.default_rng([self.seed, self.epoch, i])
         sample = {"pixel_values": self.transform(image, rng)}
         if self.with_labels:

@@ -16,6 +16,8 @@ Format (as upstream PaddleMIX/ppdiffusers uses it):
 
 Relative paths inside a filelist are resolved first against the current directory (upstream's
 behaviour) and then against the filelist's own folder.
+
+Bad records never stop a reader: see :class:`LaionDataset` and :func:`check_parts_readable`.
 """
 import base64
 import gzip
@@ -27,6 +29,9 @@ import random
 import paddle.io
 from PIL import Image
 
+from common.images import to_rgb
+from common.safe_data import BadSampleLog, fail_reader
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -35,6 +40,8 @@ __all__ = [
     "parse_laion_line",
     "write_laion_parts",
     "read_part_paths",
+    "open_part",
+    "check_parts_readable",
     "LaionDataset",
 ]
 
@@ -49,7 +56,8 @@ def encode_image_b64(image, format="JPEG", quality=95):
 
 
 def decode_image_b64(text):
-    """Decode base64 image text to an RGB PIL image.
+    """Decode base64 image text to an RGB uint8 PIL image (16-bit images scaled to 8 bits, see
+    :func:`common.images.to_rgb`).
 
     Raises:
         ValueError: the text is not valid base64 or the bytes are not a complete image.
@@ -60,7 +68,7 @@ def decode_image_b64(text):
         image.load()  # forces full decode: catches truncated files
     except Exception as e:  # binascii.Error, PIL.UnidentifiedImageError, OSError (truncated)
         raise ValueError(f"bad image data: {type(e).__name__}: {e}") from None
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 def parse_laion_line(line, layout="auto"):
@@ -164,6 +172,52 @@ def read_part_paths(file_list):
     return parts
 
 
+def open_part(path):
+    """Open a part file for reading text lines (gzip when the name ends in ``.gz``); bytes that
+    are not UTF-8 become U+FFFD, so such a line fails to decode later instead of stopping the read."""
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, "r", encoding="utf-8", errors="replace")
+
+
+def check_parts_readable(part_paths, layout="auto"):
+    """Fail at start when no part holds a usable record, so that an endless reader over corrupt
+    parts raises a clear error instead of spinning or dying in a DataLoader thread.
+
+    Reads the distinct parts in order, each up to its first record that parses and decodes
+    (however many bad lines come first), and returns at the first such record.
+
+    Args:
+        part_paths: part file paths (repeats are read once), e.g. ``LaionDataset.part_paths``.
+        layout: column layout, see :func:`parse_laion_line`.
+
+    Returns:
+        ``(path, line_number)`` of the first usable record (line numbers start at 1).
+
+    Raises:
+        ValueError: no readable laion400m-format record in any part (names up to 10 parts, each
+            with its number of lines and the last problem).
+    """
+    problems = []
+    for path in dict.fromkeys(part_paths):
+        n, last = 0, "empty file"
+        try:
+            with open_part(path) as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        _, img_b64 = parse_laion_line(line, layout)
+                        decode_image_b64(img_b64)
+                        return path, n
+                    except ValueError as e:
+                        last = f"line {n}: {e}"
+            problems.append(f"{path}: no readable record in its {n} line(s) (last problem: {last})")
+        except Exception as e:  # OSError / EOFError / zlib.error: unreadable or truncated part
+            problems.append(f"{path}: cannot be read after {n} line(s) ({type(e).__name__}: {e}; last problem: {last})")
+    raise ValueError("--file_list: no readable laion400m-format record in any part file:\n  " + "\n  ".join(problems[:10]))
+
+
 def _reader_identity():
     """(reader_id, num_readers) over distributed ranks x dataloader workers."""
     rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
@@ -182,12 +236,17 @@ class LaionDataset(paddle.io.IterableDataset):
     global index ``% num_readers == reader_id``.  Either way each record is yielded exactly once
     per pass over all readers and no reader is left without data (so no rank waits forever).
 
-    A reader whose whole share of a pass yields nothing raises ``RuntimeError`` instead of
-    looping forever.
+    Bad records never stop the stream: a corrupt line (wrong column count, bad base64, bytes
+    that are not UTF-8, undecodable or truncated image, or an error raised by ``process_fn``), a
+    truncated gzip part (the rest of the part counts as one) and a part that cannot be opened
+    are skipped; :attr:`num_skipped` counts them in this process and the first few are logged as
+    ``line <n> of <part>`` with the reason (:class:`common.safe_data.BadSampleLog`).
 
-    Corrupt lines (wrong column count, bad base64, undecodable or truncated image, or an error
-    raised by ``process_fn``) are skipped; :attr:`num_skipped` counts them and a warning names
-    the part file and count at the end of each part.
+    Call :meth:`check_readable` (or :func:`check_parts_readable`) before training so that a list
+    of only corrupt parts fails at start.  A reader whose whole share of a pass still yields
+    nothing raises ``RuntimeError`` (via :func:`common.safe_data.fail_reader`: also inside a
+    single-process DataLoader thread, where a plain exception would hang the main thread)
+    instead of looping forever.
 
     Args:
         file_list: see :func:`read_part_paths`.
@@ -210,20 +269,32 @@ class LaionDataset(paddle.io.IterableDataset):
         self.seed = seed
         self.infinite = infinite
         self.buffer_size = buffer_size
-        self.num_skipped = 0
+        self.bad_log = BadSampleLog("laion reader", emit=logger.warning)
         self.num_read = 0
 
+    @property
+    def num_skipped(self):
+        """Bad records (lines, truncated or unreadable parts) skipped in this process (int)."""
+        return self.bad_log.count
+
+    def check_readable(self):
+        """:func:`check_parts_readable` on this dataset's parts; returns ``(path, line)`` of the
+        first usable record.  Raises ``ValueError`` when no part has one."""
+        return check_parts_readable(self.part_paths, self.layout)
+
     def _iter_part(self, path, keep):
-        opener = gzip.open if path.endswith(".gz") else open
-        skipped = 0
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            line_index = 0
+        line_index = 0
+        try:
+            f = open_part(path)
+        except OSError as e:
+            self.bad_log.record(path, f"cannot open the part ({type(e).__name__}: {e})")
+            return
+        with f:
             while True:
                 try:
                     line = f.readline()
-                except (OSError, EOFError) as e:  # truncated gzip stream
-                    skipped += 1
-                    logger.warning("laion reader: %s is truncated or corrupt after %d lines: %s", path, line_index, e)
+                except Exception as e:  # truncated / corrupt gzip stream: OSError, EOFError, zlib.error
+                    self.bad_log.record(f"line {line_index + 1} of {path}", f"part truncated or corrupt after {line_index} lines ({type(e).__name__}: {e})")
                     break
                 if not line:
                     break
@@ -235,17 +306,12 @@ class LaionDataset(paddle.io.IterableDataset):
                     image = decode_image_b64(img_b64)
                     sample = self.process_fn(image, caption) if self.process_fn else {"image": image, "caption": caption}
                 except Exception as e:
-                    skipped += 1
-                    if skipped <= 3:
-                        logger.warning("laion reader: skipping line %d of %s: %s", index + 1, path, e)
+                    self.bad_log.record(f"line {index + 1} of {path}", e)
                     continue
                 if sample is None:
                     continue
                 self.num_read += 1
                 yield sample
-        if skipped:
-            self.num_skipped += skipped
-            logger.warning("laion reader: skipped %d corrupt line(s) in %s (%d so far)", skipped, path, self.num_skipped)
 
     def _iter_pass(self, pass_index):
         reader_id, num_readers = _reader_identity()
@@ -290,10 +356,10 @@ class LaionDataset(paddle.io.IterableDataset):
                     yield sample
             if yielded == 0:
                 # an infinite loop over nothing would hang this rank (and every rank waiting on it)
-                raise RuntimeError(
+                fail_reader(RuntimeError(
                     f"laion reader {reader_id}: a full pass over its share of {len(self.part_paths)} part file(s) gave no "
-                    f"readable record ({self.num_skipped} corrupt line(s) skipped); check the parts listed in the file list"
-                )
+                    f"readable record ({self.bad_log.summary() or 'no lines'}); check the parts listed in the file list"
+                ))
             pass_index += 1
             if not self.infinite:
                 return

@@ -13,11 +13,44 @@ import os
 
 from common.logging_utils import get_logger
 
-__all__ = ["DEMO_VAE_CONFIG", "DEMO_VAE_DIR", "load_vae"]
+__all__ = ["DEMO_VAE_CONFIG", "DEMO_VAE_DIR", "load_vae", "vae_downsampling_factor"]
 
 _REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DEMO_VAE_CONFIG = os.path.join(_REPO_ROOT, "autoencoder", "config", "vae_demo.json")
 DEMO_VAE_DIR = os.path.join(_REPO_ROOT, "outputs", "vae_demo", "final")
+
+
+def vae_downsampling_factor(vae_name_or_path="auto"):
+    """``(factor, source)``: how many pixels one latent pixel of the VAE ``vae_name_or_path``
+    spans per side, ``2 ** (levels - 1)`` with ``levels`` the encoder's ``down_block_types``
+    (= ``len(block_out_channels)`` unless the decoder differs), read from its config without
+    loading weights; ``source`` names the config (for messages).
+
+    Resolves the name like :func:`load_vae` (``auto`` -> the trained demo VAE if present, else
+    ``random`` -> ``autoencoder/config/vae_demo.json``, f4).  A name that is not a local folder
+    is taken for a hub VAE and assumed f8, like every Stable Diffusion VAE.
+
+    Raises:
+        FileNotFoundError: a local-looking path (starts with ``.`` or ``/``) that does not exist.
+        ValueError: the local config file is not valid JSON (named).
+    """
+    from common.arg_checks import read_json_config
+
+    name = vae_name_or_path or "auto"
+    if name == "auto":
+        name = DEMO_VAE_DIR if os.path.isfile(os.path.join(DEMO_VAE_DIR, "config.json")) else "random"
+    if name == "random":
+        path = DEMO_VAE_CONFIG
+    else:
+        path = next((p for p in (os.path.join(name, "config.json"), os.path.join(name, "vae", "config.json")) if os.path.isfile(p)), None)
+        if path is None and name.startswith((".", "/")) and not os.path.exists(name):
+            raise FileNotFoundError(f"--vae_name_or_path {name!r} does not exist")
+        if path is None:
+            return 8, f"{name!r} (not a local folder: assumed f8 like the Stable Diffusion VAEs)"
+    config = read_json_config(path, "VAE config")
+    factor = 2 ** (len(config.get("down_block_types") or config.get("block_out_channels") or (64,)) - 1)
+    shown = os.path.relpath(path, _REPO_ROOT) if os.path.abspath(path).startswith(_REPO_ROOT + os.sep) else path
+    return factor, f"{vae_name_or_path or 'auto'!r} ({shown})"
 
 
 def load_vae(vae_name_or_path="auto", seed=0):

@@ -29,10 +29,13 @@ from ppdiffusers.optimization import get_scheduler  # noqa: E402
 from ppdiffusers.training_utils import EMAModel  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from common.checkpoint import get_rng_state, load_checkpoint, load_optimizer_state, optimizer_state, preserve_rng_state, resolve_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
+from common.arg_checks import require_divisible, require_non_negative, require_positive, require_range, usage_errors  # noqa: E402
+from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, preserve_rng_state, restore_rank_rng_state, save_checkpoint  # noqa: E402
 from common.distributed import barrier, get_rank, shutdown_distributed, get_world_size, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
 from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, save_grid  # noqa: E402
 from common.logging_utils import TrainLogger  # noqa: E402
+from common.run_guard import TrainingGuard, add_guard_arguments, start_run  # noqa: E402
+from common.weights import load_state_dict_strict  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -75,15 +78,38 @@ def parse_args(argv=None):
     p.add_argument("--logging_steps", type=int, default=10)
     p.add_argument("--save_images_steps", type=int, default=500, help="sample a grid every N steps (0: only at the end)")
     p.add_argument("--num_sample_images", type=int, default=16)
-    p.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="sampling steps (< ddpm_num_steps uses DDIM)")
-    p.add_argument("--checkpointing_steps", type=int, default=500)
-    p.add_argument("--checkpoints_total_limit", type=int, default=2)
+    p.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="sampling steps, 1..ddpm_num_steps (< ddpm_num_steps uses DDIM)")
+    p.add_argument("--checkpointing_steps", type=int, default=500, help="checkpoint every N steps (> 0; also at the end)")
+    p.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep the newest N checkpoints (0: all)")
     p.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
     p.add_argument("--seed", type=int, default=0)
+    add_guard_arguments(p)  # --skip_nan_steps
     args = p.parse_args(argv)
-    if args.train_batch_size < 1 or args.gradient_accumulation_steps < 1:
-        p.error("--train_batch_size and --gradient_accumulation_steps must be >= 1")
+    with usage_errors(p):  # exit 2 naming the flag, before anything is loaded
+        check_args(args)
     return args
+
+
+def check_args(args):
+    """Range-check the parsed arguments (steps, intervals, sizes > 0, lr > 0, ...).
+
+    Raises:
+        ValueError: the first argument out of range, named with its value, e.g.
+            ``--checkpointing_steps must be > 0, got 0``.
+    """
+    require_positive(args, "resolution", "block_out_channels", "layers_per_block", "ddpm_num_steps", "train_batch_size", "gradient_accumulation_steps",
+                     "num_epochs", "max_train_steps", "learning_rate", "adam_epsilon", "ema_inv_gamma", "ema_power", "logging_steps",
+                     "num_sample_images", "checkpointing_steps")
+    require_non_negative(args, "dataloader_num_workers", "lr_warmup_steps", "adam_weight_decay", "save_images_steps", "checkpoints_total_limit")
+    for name in ("adam_beta1", "adam_beta2"):
+        require_range(args, name, 0, 1, high_inclusive=False)
+    require_range(args, "ema_max_decay", 0, 1)
+    require_range(args, "ddpm_num_inference_steps", 1, args.ddpm_num_steps)
+    levels = len(args.block_out_channels)
+    bad = [i for i in args.attention_levels if not 0 <= i < levels]
+    if bad:
+        raise ValueError(f"--attention_levels {' '.join(map(str, args.attention_levels))}: levels {bad} out of range 0..{levels - 1} (one per --block_out_channels)")
+    require_divisible(args.resolution, 2 ** (levels - 1), "--resolution", f"the UNet halves it {levels - 1} times, once per --block_out_channels level but the last")
 
 
 def sampling_pipeline(unet, noise_scheduler, num_inference_steps):
@@ -97,8 +123,21 @@ def sampling_pipeline(unet, noise_scheduler, num_inference_steps):
 
 
 def main(argv=None):
+    """Parse ``argv``, lock ``--output_dir`` and train; returns the ``[(step, loss)]`` history.
+
+    Raises:
+        common.run_guard.OutputDirInUseError: another run uses ``--output_dir``.
+        common.run_guard.NonFiniteError: NaN/inf loss or gradient (beyond ``--skip_nan_steps``).
+        common.run_guard.TrainingInterrupted: SIGTERM/SIGINT, after saving a checkpoint (a ``SystemExit``).
+    """
     args = parse_args(argv)
     init_distributed()
+    with start_run(args.output_dir, args.resume_from_checkpoint) as run, TrainingGuard(args.output_dir, args.skip_nan_steps) as guard:
+        return train(args, run, guard)
+
+
+def train(args, run, guard):
+    """The training loop of :func:`main` (``run`` from ``start_run``, ``guard`` a ``TrainingGuard``)."""
     seed_everything(args.seed)
     world = get_world_size()
 
@@ -133,16 +172,16 @@ def main(argv=None):
 
     # -- resume --------------------------------------------------------------------------------
     global_step, epoch, batches_in_epoch = 0, 0, 0
-    ckpt = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    ckpt = run.resume
     if ckpt:
         state = load_checkpoint(ckpt)
-        unet.set_state_dict(state["model"])
+        load_state_dict_strict(unet, state["model"], ckpt)  # another model's checkpoint fails here, keys listed
         load_optimizer_state(optimizer, state["optimizer"], unet.parameters())
         lr_scheduler.set_state_dict(state["lr_scheduler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         global_step, epoch, batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
-        set_rng_state(state["rng"])
+        restore_rank_rng_state(state["rng"])  # each rank its own stream
         logger.logger.info("resumed from %s at step %d", ckpt, global_step)
 
     def ema_unet():
@@ -153,6 +192,27 @@ def main(argv=None):
         copy.set_state_dict(unet.state_dict())
         ema.copy_to(copy.parameters())
         return copy
+
+    def save(step):
+        """Checkpoint ``step`` (all ranks call it: weight check, RNG states of every rank; rank 0 writes)."""
+        guard.check_weights(step, unet.parameters())
+        rngs = gather_rng_states()
+        path = None
+        if is_main_process():
+            state = {
+                "model": unet.state_dict(),
+                "optimizer": optimizer_state(optimizer, unet.parameters()),
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "step": step,
+                "epoch": epoch,
+                "batches_in_epoch": batches_in_epoch,
+                "rng": rngs,
+                "args": vars(args),
+            }
+            path = save_checkpoint(args.output_dir, step, state, save_total_limit=args.checkpoints_total_limit, protect=[ckpt] if ckpt else ())
+        barrier()
+        return path
 
     def save_samples(step):
         with preserve_rng_state():  # building the EMA copy and sampling must not shift training noise
@@ -190,11 +250,13 @@ def main(argv=None):
             micro += 1
             if micro % args.gradient_accumulation_steps:
                 continue
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            # NaN/inf guard (all ranks agree; raises or skips) and stop-signal check, before the update
+            if guard.check_step(global_step + 1, loss, None if scaler else unet.parameters()):
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
             lr_scheduler.step()
             optimizer.clear_grad()
             if ema is not None:
@@ -203,21 +265,10 @@ def main(argv=None):
             logger.step(global_step, float(loss) * args.gradient_accumulation_steps, lr=optimizer.get_lr(), num_images=clean_images.shape[0] * args.gradient_accumulation_steps * world, extra={"sec_per_step": time.time() - t0})
             t0 = time.time()
 
-            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                if is_main_process():
-                    state = {
-                        "model": unet.state_dict(),
-                        "optimizer": optimizer_state(optimizer, unet.parameters()),
-                        "lr_scheduler": lr_scheduler.state_dict(),
-                        "ema": ema.state_dict() if ema is not None else None,
-                        "step": global_step,
-                        "epoch": epoch,
-                        "batches_in_epoch": batches_in_epoch,
-                        "rng": get_rng_state(),
-                        "args": vars(args),
-                    }
-                    save_checkpoint(args.output_dir, global_step, state, save_total_limit=args.checkpoints_total_limit)
-                barrier()
+            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps or guard.stop_requested:
+                path = save(global_step)
+                if guard.stop_requested:  # SIGTERM/SIGINT on some rank: saved, now exit non-zero
+                    guard.interrupted(global_step, path)
             if args.save_images_steps and global_step % args.save_images_steps == 0 and global_step < max_train_steps:
                 if is_main_process():
                     save_samples(global_step)

@@ -18,8 +18,13 @@ COCO at 256 with upstream's encoders (needs a network)::
         --tokenizer_name_or_path runwayml/stable-diffusion-v1-5/tokenizer
 
 The output is written to ``<output_dir>.tmp-<pid>`` and moved into place at the end, so a
-crash never leaves a half-written feature folder; an existing ``output_dir`` is only replaced
-with ``--overwrite``.
+crash never leaves a half-written feature folder (the temporary folder is removed); an existing
+``output_dir`` is only replaced with ``--overwrite``, and then as a whole (no stale files).
+
+Bad input is skipped and counted, never fatal on its own: caption-file lines that are not UTF-8,
+not JSON or lack ``image``/``caption`` (named ``file:line``), and images that are missing or do
+not decode (named; the remaining images are numbered 0..N-1 without gaps).  Nothing usable is an
+error before anything is written.
 """
 import os
 import sys
@@ -36,12 +41,12 @@ import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
+from common.arg_checks import require_non_negative, require_positive, require_vae_multiple, usage_errors  # noqa: E402
 from common.checkpoint import replace_dir  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from common.demo_data import DEFAULT_DEMO_ROOT, ensure_demo_data  # noqa: E402
-from common.images import ImageTransform  # noqa: E402
+from common.images import ImageTransform, load_image  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
+from common.safe_data import BadSampleLog  # noqa: E402
 from common.vae import load_vae  # noqa: E402
 from uvit_features import EMPTY_CONTEXT_FILE, META_FILE, VIS_DIR, read_caption_file, resolve_vae_name  # noqa: E402
 from uvit_text_encoder import build_demo_text_encoder, encode_text, load_text_encoder, load_tokenizer  # noqa: E402
@@ -50,7 +55,7 @@ DEMO_CAPTIONS = os.path.join(DEFAULT_DEMO_ROOT, "digits_coco.jsonl")
 logger = get_logger("extract_features")
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Extract COCO-256-style autoencoder moments and caption features.")
     parser.add_argument("--data_file", default=DEMO_CAPTIONS, help="coco_karpathy caption file (.jsonl or .json list) for train/; default: the bundled digits demo")
     parser.add_argument("--val_file", default=None, help="caption file for val/ (default: hold out --num_val_images from --data_file)")
@@ -70,50 +75,73 @@ def parse_args():
     parser.add_argument("--max_images", type=int, default=None, help="use only the first N images of --data_file (0 or unset: all)")
     parser.add_argument("--num_vis_prompts", type=int, default=10, help="distinct captions saved to run_vis/ for training image logs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo text encoder's random init and of the VAE when random")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    with usage_errors(parser):  # exit 2 naming the flag, before any caption, image or encoder is loaded
+        require_positive(args, "model_max_length", "batch_size")
+        require_non_negative(args, "num_val_images", "max_images", "num_vis_prompts")
+        require_vae_multiple(args.resolution, args.vae_name_or_path)  # whole latent pixels
+    return args
 
 
-def load_images(paths, transform):
-    """Stack images as float32 (N, 3, R, R) in [-1, 1]; a broken file raises ValueError naming it."""
-    arrays = []
-    for path in paths:
+def load_images(paths, transform, bad):
+    """Decode and transform images; returns ``(kept, pixels)``: the positions in ``paths`` that
+    loaded and their float32 ``(len(kept), 3, R, R)`` pixels in ``[-1, 1]`` (``None`` when none
+    did).  A missing or undecodable image is skipped and recorded in ``bad`` (a
+    :class:`common.safe_data.BadSampleLog`), naming its path."""
+    kept, arrays = [], []
+    for j, path in enumerate(paths):
         try:
-            with Image.open(path) as im:
-                arrays.append(transform(im.convert("RGB"), None))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read image {path!r}: {e}") from None
-    return np.stack(arrays)
+            arrays.append(transform(load_image(path), None))
+            kept.append(j)
+        except Exception as e:
+            bad.record(path, e)
+    return kept, (np.stack(arrays) if arrays else None)
 
 
-def write_split(split_dir, records, vae, transform, caption_features, batch_size):
-    """Write ``<i>.npy`` moments and ``<i>_<k>.npy`` caption features; returns the stacked posterior means."""
+def write_split(split_dir, records, vae, transform, caption_features, batch_size, bad):
+    """Write ``<i>.npy`` moments and ``<i>_<k>.npy`` caption features of the images that load.
+
+    Images that do not load are skipped (recorded in ``bad``); the others are numbered ``0..N-1``
+    in order.  Returns ``(kept_records, means)``: the records written, in file order, and their
+    stacked posterior means (float32 ``(N, C, h, w)``).
+
+    Raises:
+        ValueError: no image of ``records`` loads.
+    """
     os.makedirs(split_dir)
-    means = []
+    means, kept_records = [], []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
-        pixels = paddle.to_tensor(load_images([path for path, _ in chunk], transform))
+        kept, pixels = load_images([path for path, _ in chunk], transform, bad)
+        if not kept:
+            continue
         with paddle.no_grad():
-            moments = vae.encode(pixels).latent_dist.parameters.astype("float32").numpy()
-        for j, (_, captions) in enumerate(chunk):
-            i = start + j
+            moments = vae.encode(paddle.to_tensor(pixels)).latent_dist.parameters.astype("float32").numpy()
+        for j, pos in enumerate(kept):
+            i = len(kept_records)
+            captions = chunk[pos][1]
             np.save(os.path.join(split_dir, f"{i}.npy"), moments[j])
             for k, caption in enumerate(captions):
                 np.save(os.path.join(split_dir, f"{i}_{k}.npy"), caption_features[caption])
+            kept_records.append(chunk[pos])
         means.append(moments[:, : moments.shape[1] // 2])
         logger.info("%s: %d/%d images", os.path.basename(split_dir), min(start + batch_size, len(records)), len(records))
-    return np.concatenate(means)
+    if not kept_records:
+        raise ValueError(f"{os.path.basename(split_dir)}: none of the {len(records)} images can be read ({bad.summary()})")
+    return kept_records, np.concatenate(means)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     # ---- inputs
     if os.path.abspath(args.data_file) == os.path.abspath(DEMO_CAPTIONS) and not os.path.isfile(args.data_file):
         ensure_demo_data()
-    train = read_caption_file(args.data_file)
+    line_log = BadSampleLog("caption files")
+    train = read_caption_file(args.data_file, line_log)
     if args.max_images:
         train = train[: args.max_images]
     if args.val_file:
-        val = read_caption_file(args.val_file)
+        val = read_caption_file(args.val_file, line_log)
     elif args.num_val_images > 0:
         if args.num_val_images >= len(train):
             raise ValueError(f"--num_val_images {args.num_val_images} leaves no training images (only {len(train)} images)")
@@ -126,7 +154,23 @@ def main():
     tmp = f"{out_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
+    try:
+        meta = extract(args, train, val, tmp, line_log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left behind
+        raise
+    replace_dir(tmp, out_dir)
+    logger.info(
+        "wrote %s: %s; moments %s, context %s; posterior-mean std %.4f (VAE scaling_factor %.5f, unit-variance factor would be %.4f)",
+        out_dir, meta["splits"], meta["moments_shape"], meta["context_shape"], meta["latent_mean_std_unscaled"], meta["vae_scaling_factor"],
+        meta["unit_variance_scale_factor"],
+    )
+    return meta
 
+
+def extract(args, train, val, tmp, line_log):
+    """Write the whole feature layout of ``train``/``val`` records into the folder ``tmp``;
+    returns the ``meta.json`` dict."""
     # ---- encoders
     vae_name = resolve_vae_name(args.vae_name_or_path)
     vae, vae_description = load_vae(vae_name, seed=args.seed)
@@ -150,9 +194,12 @@ def main():
 
     # ---- images -> moments
     transform = ImageTransform(args.resolution, center_crop=True)
-    means = write_split(os.path.join(tmp, "train"), train, vae, transform, caption_features, args.batch_size)
+    image_log = BadSampleLog("images")
+    train, means = write_split(os.path.join(tmp, "train"), train, vae, transform, caption_features, args.batch_size, image_log)
     if val:
-        write_split(os.path.join(tmp, "val"), val, vae, transform, caption_features, args.batch_size)
+        val, _ = write_split(os.path.join(tmp, "val"), val, vae, transform, caption_features, args.batch_size, image_log)
+    if image_log.count:
+        logger.warning("%s", image_log.summary())
     for name, records in (("train", train), ("val", val)):
         if records:
             with open(os.path.join(tmp, f"{name}_captions.jsonl"), "w", encoding="utf-8") as f:
@@ -172,7 +219,7 @@ def main():
         with open(os.path.join(tmp, VIS_DIR, "prompts.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(vis) + "\n")
 
-    # ---- meta + move into place
+    # ---- meta (main() moves the folder into place)
     latent_std = float(means.std())
     meta = {
         "vae": vae_description,
@@ -185,16 +232,13 @@ def main():
         "moments_shape": list(np.load(os.path.join(tmp, "train", "0.npy")).shape),
         "context_shape": list(feats.shape[1:]),
         "splits": {name: {"images": len(r), "captions": sum(len(c) for _, c in r)} for name, r in (("train", train), ("val", val)) if r},
+        "skipped": {"caption_records": line_log.count, "images": image_log.count},
         "latent_mean_std_unscaled": latent_std,
         "unit_variance_scale_factor": 1.0 / max(latent_std, 1e-12),
     }
     with open(os.path.join(tmp, META_FILE), "w") as f:
         json.dump(meta, f, indent=2)
-    replace_dir(tmp, out_dir)
-    logger.info(
-        "wrote %s: %s; moments %s, context %s; posterior-mean std %.4f (VAE scaling_factor %.5f, unit-variance factor would be %.4f)",
-        out_dir, meta["splits"], meta["moments_shape"], meta["context_shape"], latent_std, meta["vae_scaling_factor"], meta["unit_variance_scale_factor"],
-    )
+    return meta
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ Defaults come from the training run: ``unet_config.json`` and ``ldm_uvit_args.js
 ``--model_file`` give the U-ViT config, the VAE, ``model_max_length`` and the features folder,
 whose ``text_encoder/`` (made by extract_features.py) is the default text encoder and
 tokenizer.  With ``--use_ema True`` (default) the EMA weights in ``ema_state.pdparams`` next to
-the model file are exported.
+the model file are exported.  ``--scaling_factor`` (default: ``scaling_factor`` in
+``ldm_uvit_args.json`` when recorded, as ``convert_official_uvit.py`` does, else the VAE's own) is
+written into ``vqvae/config.json``; the pipeline decodes latents with ``1 / scaling_factor``.
 """
 import os
 import sys
@@ -71,6 +73,7 @@ def parse_args():
     parser.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer; default: same place as the text encoder")
     parser.add_argument("--model_max_length", type=int, default=None, help="tokenizer length; default: the training run's")
     parser.add_argument("--use_ema", type=strtobool, default=True, help="export the EMA weights (ema_state.pdparams next to --model_file)")
+    parser.add_argument("--scaling_factor", type=float, default=None, help="latent scale the U-ViT was trained with; default: the run's recorded one, else the VAE's")
     return parser.parse_args()
 
 
@@ -90,6 +93,9 @@ def resolve_defaults(args, model_dir):
         "model_max_length": run.get("model_max_length"),
     }
     found["tokenizer_name_or_path"] = found["text_encoder_name_or_path"]
+    if getattr(args, "scaling_factor", None) is None and run.get("scaling_factor") is not None:
+        args.scaling_factor = float(run["scaling_factor"])  # recorded by convert_official_uvit.py; training runs use the VAE's
+        logger.info("--scaling_factor %s (from %s)", args.scaling_factor, run_file)
     for key, default in UPSTREAM_DEFAULTS.items():
         if getattr(args, key) is None:
             value = found[key] if found.get(key) is not None else default
@@ -149,6 +155,9 @@ def main():
     config = load_unet_config(args.unet_config_file)
     unet = load_unet(model_file, config, args.use_ema)
     vae, _ = load_vae(args.vae_name_or_path)
+    if args.scaling_factor is not None and args.scaling_factor != vae.config.scaling_factor:
+        logger.info("VAE scaling_factor %.5f -> %.5f (the latent scale the U-ViT was trained with)", vae.config.scaling_factor, args.scaling_factor)
+        vae.register_to_config(scaling_factor=args.scaling_factor)
     text_encoder = load_text_encoder(args.text_encoder_name_or_path)
     tokenizer = load_tokenizer(args.tokenizer_name_or_path, args.model_max_length)
     if text_encoder.config.hidden_size != config["clip_dim"]:

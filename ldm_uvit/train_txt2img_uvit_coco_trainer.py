@@ -27,10 +27,12 @@ import paddle  # noqa: E402
 from paddlenlp.trainer import PdArgumentParser, TrainingArguments, set_seed  # noqa: E402
 from ppdiffusers.training_utils import EMAModel  # noqa: E402
 
+from common.arg_checks import check_trainer_arguments, require_non_negative, require_positive, require_range  # noqa: E402
 from common.distributed import seed_everything  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
 from common.model_toggles import apply_model_toggles  # noqa: E402
-from common.trainer_callbacks import EMA_STATE_FILE, EMACallback, ResumeRNGCallback, resolve_trainer_checkpoint  # noqa: E402
+from common.run_guard import GuardArguments, start_run  # noqa: E402
+from common.trainer_callbacks import EMA_STATE_FILE, TRAINER_REQUIRED_FILES, EMACallback  # noqa: E402
 from common.vae import load_vae  # noqa: E402
 from uvit_diffusion import UViTLatentDiffusion  # noqa: E402
 from uvit_features import CocoFeatureDataset, load_vis_prompts, read_meta, resolve_vae_name  # noqa: E402
@@ -58,13 +60,41 @@ class DataArguments:
     p_uncond: float = field(default=0.1, metadata={"help": "probability of replacing the caption by the empty caption (CFG dropout)"})
 
 
-def main():
-    # ---- arguments
-    parser = PdArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    if not training_args.do_train:
-        logger.info("--do_train not given: nothing to do")
-        return
+def parse_args(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``) into ``(ModelArguments, DataArguments,
+    TrainingArguments, GuardArguments)``; with ``--do_train`` also check them before anything is
+    loaded (:func:`check_args`).
+
+    Raises:
+        ValueError: an argument out of range, or a malformed ``--unet_config_file`` (named).
+        FileNotFoundError: ``--unet_config_file`` does not exist.
+    """
+    parser = PdArgumentParser((ModelArguments, DataArguments, TrainingArguments, GuardArguments))
+    model_args, data_args, training_args, guard_args = parser.parse_args_into_dataclasses(argv)
+    if training_args.do_train:
+        check_args(model_args, data_args, training_args, guard_args)
+    return model_args, data_args, training_args, guard_args
+
+
+def check_args(model_args, data_args, training_args, guard_args):
+    """Range-check the arguments and read ``--unet_config_file``; returns the U-ViT config.
+
+    paddlenlp arguments as in :func:`common.arg_checks.check_trainer_arguments` (``--max_steps``
+    > 0, or -1 with ``--num_train_epochs`` > 0; lr, batch, logging/save steps > 0 ...);
+    ``--model_max_length``, ``--num_inference_steps`` > 0, ``--image_logging_steps`` >= 0,
+    ``--ema_decay``, ``--p_uncond`` in [0, 1]; no fp16/bf16 on CPU; ``--model_max_length`` equal
+    to the config's ``num_text_tokens``.
+
+    Raises:
+        ValueError: the first problem, naming the flag (or file) and the value.
+        FileNotFoundError: ``--unet_config_file`` does not exist.
+    """
+    check_trainer_arguments(training_args)
+    require_positive(model_args, "model_max_length", "num_inference_steps")
+    require_non_negative(model_args, "image_logging_steps")
+    require_range(model_args, "ema_decay", 0, 1)
+    require_range(data_args, "p_uncond", 0, 1)
+    require_non_negative(guard_args, "skip_nan_steps")
     if (training_args.fp16 or training_args.bf16) and paddle.device.get_device() == "cpu":
         raise ValueError("--fp16/--bf16 mixed precision needs a GPU; on CPU train with --fp16 False")
     config = load_unet_config(model_args.unet_config_file)
@@ -72,6 +102,21 @@ def main():
         raise ValueError(
             f"--model_max_length {model_args.model_max_length} != num_text_tokens {config['num_text_tokens']} of {model_args.unet_config_file}"
         )
+    return config
+
+
+def main(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``), lock ``--output_dir``, train with the paddlenlp
+    Trainer and save the run (see the module docstring); without ``--do_train`` nothing is done."""
+    # ---- arguments
+    model_args, data_args, training_args, guard_args = parse_args(argv)
+    if not training_args.do_train:
+        logger.info("--do_train not given: nothing to do")
+        return
+    config = load_unet_config(model_args.unet_config_file)
+    # lock the output dir, validate the checkpoint to resume from, set newer ones aside
+    run = start_run(training_args.output_dir, training_args.resume_from_checkpoint, legacy_required=TRAINER_REQUIRED_FILES)
+    resume = run.resume
 
     # ---- data
     size, channels = config["sample_size"], config["in_channels"]
@@ -103,7 +148,6 @@ def main():
     ema = EMAModel(unet.parameters(), decay=model_args.ema_decay) if model_args.use_ema else None
 
     # ---- trainer
-    resume = resolve_trainer_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     run_info = RunInfoCallback(model_args.unet_config_file, {**asdict(model_args), **asdict(data_args), "feature_path": os.path.abspath(data_args.feature_path)})
     callbacks = [SetEpochCallback(train_dataset), run_info]
     if ema is not None:
@@ -119,8 +163,7 @@ def main():
                     model_args.num_inference_steps, model_args.guidance_scale, ema=ema, seed=training_args.seed,
                 )
             )
-    trainer = UViTTrainer(model=model, args=training_args, train_dataset=train_dataset, callbacks=callbacks)
-    trainer.add_callback(ResumeRNGCallback(trainer, resume))  # exact continuation also at epoch boundaries
+    trainer = UViTTrainer(model=model, args=training_args, train_dataset=train_dataset, callbacks=callbacks, skip_nan_steps=guard_args.skip_nan_steps)
     seed_everything(training_args.seed)  # different noise / timesteps on each rank (the Trainer seeds all ranks alike)
     if resume:
         logger.info("resuming from %s", resume)
@@ -134,6 +177,7 @@ def main():
         if ema is not None:
             paddle.save(ema.state_dict(), os.path.join(training_args.output_dir, EMA_STATE_FILE))
         logger.info("saved %s: model_state.pdparams, %s, unet_config.json, ldm_uvit_args.json", training_args.output_dir, EMA_STATE_FILE if ema else "no EMA")
+    run.close()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ import os
 import re
 
 import numpy as np
-import paddle.io
+
+from common.safe_data import BadSampleLog, SkippingDataset, iter_jsonl, load_npy
 
 __all__ = [
     "EMPTY_CONTEXT_FILE",
@@ -77,35 +78,55 @@ def read_meta(feature_path):
         return json.load(f)
 
 
-def read_caption_file(path):
+def read_caption_file(path, bad=None):
     """Read a coco_karpathy caption file into ``[(image_path, [captions...])]`` in first-seen order.
 
     Accepts JSON lines or one JSON list; each record has ``"image"`` (path relative to the file's
     folder, or absolute) and ``"caption"`` (a string, or a list of strings as in the Karpathy
-    val/test files).  Records of the same image are merged.
+    val/test files).  Records of the same image are merged.  A line (or list item) that is not
+    UTF-8, not JSON, or lacks ``image``/``caption`` is skipped and counted in ``bad``; the first
+    few are logged as ``<path>:<line>`` with the reason.
+
+    Args:
+        path: the caption file.
+        bad: a :class:`common.safe_data.BadSampleLog` to count skipped records in (default: a new
+            one, whose summary is logged).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a record without ``image``/``caption`` (line number named), or no records.
+        ValueError: a JSON-list file that does not parse (position named), or no usable record
+            (the first bad lines named).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"caption file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if text.lstrip().startswith("["):
-        records = list(enumerate(json.loads(text), 1))
+    bad = bad if bad is not None else BadSampleLog(f"caption file {path!r}")
+    with open(path, "rb") as f:
+        head = f.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if head.startswith("["):
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                items = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"caption file {path!r} starts like one JSON list but does not parse: {type(e).__name__}: {e}") from None
+        records = []
+        for n, rec in enumerate(items, 1):
+            if isinstance(rec, dict) and "image" in rec and "caption" in rec:
+                records.append((n, rec))
+            else:
+                bad.record(f"{path}: item {n}", f"needs 'image' and 'caption' keys, got {rec!r:.200}")
     else:
-        records = [(n, json.loads(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        records = list(iter_jsonl(path, bad, required=("image", "caption")))
     root = os.path.dirname(os.path.abspath(path))
     images = {}
-    for n, rec in records:
-        if not isinstance(rec, dict) or "image" not in rec or "caption" not in rec:
-            raise ValueError(f"{path}: record {n} needs 'image' and 'caption' keys, got {rec!r:.200}")
+    for _, rec in records:
         captions = rec["caption"] if isinstance(rec["caption"], list) else [rec["caption"]]
-        image = rec["image"] if os.path.isabs(rec["image"]) else os.path.join(root, rec["image"])
+        image = str(rec["image"])
+        image = image if os.path.isabs(image) else os.path.join(root, image)
         images.setdefault(image, []).extend(str(c) for c in captions)
     if not images:
-        raise ValueError(f"caption file {path!r} holds no records")
+        raise ValueError(f"caption file {path!r} holds no usable records ({bad.summary() or 'it is empty'})")
+    if bad.count:
+        bad.emit(f"caption file {path!r}: {bad.summary()}; read {len(records)} records of {len(images)} images")
     return list(images.items())
 
 
@@ -154,7 +175,7 @@ def scan_feature_split(split_dir):
 
 
 def _load_2d(path, what):
-    arr = np.load(path)
+    arr = load_npy(path, what)
     if arr.ndim == 3 and arr.shape[0] == 1:  # (1, L, D) as some extractors save it
         arr = arr[0]
     if arr.ndim != 2:
@@ -198,7 +219,7 @@ def load_vis_prompts(feature_path, max_prompts=None):
     return prompts, np.stack([_load_2d(os.path.join(vis, f), "run_vis features") for f in files])
 
 
-class CocoFeatureDataset(paddle.io.Dataset):
+class CocoFeatureDataset(SkippingDataset):
     """Map-style dataset over one split of the COCO-256 feature layout (module docstring).
 
     Sample ``i`` is ``{"moments": float32 (2*C, h, w), "context": float32 (L, D)}`` where
@@ -209,6 +230,11 @@ class CocoFeatureDataset(paddle.io.Dataset):
     The draw for sample ``i`` comes from ``numpy.random.default_rng([seed, epoch, i])``: it is a
     pure function of ``(seed, epoch, i)`` (no shared RNG, so DataLoader workers and resumed runs
     see the same draws).  Call :meth:`set_epoch` each epoch for fresh draws.
+
+    A sample whose moments or drawn caption file cannot be read (truncated ``.npy``, wrong
+    shape) is skipped: ``ds[i]`` is then the next readable sample, counted in ``num_skipped`` and
+    logged with the file name (see :class:`common.safe_data.SkippingDataset`);
+    :meth:`load_sample` raises instead.
 
     Args:
         feature_path: the features root (holds ``<split>/`` and ``empty_context.npy``).
@@ -221,12 +247,14 @@ class CocoFeatureDataset(paddle.io.Dataset):
     Raises:
         FileNotFoundError: missing split folder or ``empty_context.npy``.
         ValueError: bad file names (see :func:`scan_feature_split`), ``p_uncond`` out of range,
-            or moments / caption / empty-context features of the wrong shape (file named); the
-            first image's files are checked at construction, every file when loaded.
+            an ``empty_context.npy`` of the wrong shape, no readable sample (checked at
+            construction: moments and first caption of up to 16 images spread over the split,
+            so a shape that does not match the config fails here, naming the files), or more
+            than half of the samples turn out unreadable while training.
     """
 
     def __init__(self, feature_path, split="train", p_uncond=0.1, seed=0, moments_shape=None, context_shape=None):
-        super().__init__()
+        super().__init__(f"feature split {os.path.join(feature_path, split)!r}")
         if not 0.0 <= p_uncond <= 1.0:
             raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
         self.split_dir = os.path.join(feature_path, split)
@@ -242,8 +270,7 @@ class CocoFeatureDataset(paddle.io.Dataset):
                 f"{os.path.join(feature_path, EMPTY_CONTEXT_FILE)!r} has shape {self.empty_context.shape}, "
                 f"expected {self.context_shape} (num_text_tokens, clip_dim of the model config)"
             )
-        self._load_moments(0)
-        self._load_context(0, 0)
+        self.check_usable()
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
@@ -251,9 +278,12 @@ class CocoFeatureDataset(paddle.io.Dataset):
     def __len__(self):
         return len(self.n_captions)
 
+    def sample_name(self, i):
+        return os.path.join(self.split_dir, f"{i}.npy")
+
     def _load_moments(self, i):
         path = os.path.join(self.split_dir, f"{i}.npy")
-        arr = np.load(path)
+        arr = load_npy(path, "autoencoder moments")
         if arr.ndim != 3 or arr.shape[0] % 2 or (self.moments_shape is not None and tuple(arr.shape) != self.moments_shape):
             want = self.moments_shape or "(2*latent_channels, h, w)"
             raise ValueError(
@@ -275,7 +305,12 @@ class CocoFeatureDataset(paddle.io.Dataset):
         k = int(rng.integers(self.n_captions[i]))
         return k, bool(rng.random() < self.p_uncond)
 
-    def __getitem__(self, i):
+    def check_sample(self, i):
+        self._load_moments(i)
+        self._load_context(i, 0)
+
+    def load_sample(self, i):
+        """Sample ``i`` without the skipping of ``ds[i]``; raises ``ValueError`` naming the file."""
         k, uncond = self.draw(i)
         context = self.empty_context if uncond else self._load_context(i, k)
         return {"moments": self._load_moments(i), "context": context}

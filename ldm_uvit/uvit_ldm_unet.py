@@ -9,10 +9,16 @@ into ``unet/`` and names it in ``model_index.json``; ``DiffusionPipeline.from_pr
 imports it from the folder (ppdiffusers' custom-component loading), so the exported pipeline
 needs only ppdiffusers to load.
 
+``timestep_offset`` (config, default 0) is added to every timestep before the network sees it:
+official U-ViT checkpoints (baofff/U-ViT ``train_t2i_discrete.py``) were trained with noise levels
+``n = t + 1`` in 1..1000 for the scheduler's ``t`` in 0..999, so ``convert_official_uvit.py``
+writes ``timestep_offset: 1``; models this project trains see ``t`` itself (offset 0).
+
 This file must stay self-contained (it is imported on its own from the pipeline folder).
 """
 import paddle
 from ppdiffusers import UViTT2IModel
+from ppdiffusers.configuration_utils import register_to_config
 
 
 class LDMUViTT2IModel(UViTT2IModel):
@@ -22,7 +28,8 @@ class LDMUViTT2IModel(UViTT2IModel):
     ``model(sample, timestep, context)``:
 
     * ``sample``: float latents ``(B, in_channels, sample_size, sample_size)``.
-    * ``timestep``: int/float scalar or tensor of shape ``[]``, ``[1]`` or ``[B]``.
+    * ``timestep``: int/float scalar or tensor of shape ``[]``, ``[1]`` or ``[B]`` (the scheduler's
+      step; ``timestep_offset`` is added before the embedding).
     * ``context``: text features ``(B, num_text_tokens, clip_dim)``.
 
     Returns ``UViTT2IModelOutput`` with ``sample`` of the shape of the input (predicted noise),
@@ -32,6 +39,16 @@ class LDMUViTT2IModel(UViTT2IModel):
         ValueError: neither or both of ``context`` / ``encoder_hidden_states`` given.
     """
 
+    @register_to_config
+    def __init__(self, sample_size=None, in_channels=None, out_channels=None, patch_size=2, num_layers=28, num_attention_heads=16,
+                 attention_head_dim=72, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, pos_drop_rate=0.0, drop_rate=0.0, attn_drop_rate=0.0,
+                 norm_type="layer_norm", clip_dim=768, num_text_tokens=77, conv=True, timestep_offset=0):
+        super().__init__(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels, patch_size=patch_size,
+                         num_layers=num_layers, num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
+                         mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, pos_drop_rate=pos_drop_rate, drop_rate=drop_rate,
+                         attn_drop_rate=attn_drop_rate, norm_type=norm_type, clip_dim=clip_dim, num_text_tokens=num_text_tokens, conv=conv)
+        self.timestep_offset = timestep_offset
+
     def forward(self, sample, timestep, context=None, encoder_hidden_states=None, return_dict=True, **kwargs):
         if (context is None) == (encoder_hidden_states is None):
             raise ValueError("pass the text features as exactly one of `context` or `encoder_hidden_states`")
@@ -39,4 +56,6 @@ class LDMUViTT2IModel(UViTT2IModel):
         if not isinstance(timestep, paddle.Tensor):
             timestep = paddle.to_tensor(timestep)
         timestep = timestep.reshape([-1]) if timestep.ndim > 0 else timestep
+        if self.timestep_offset:
+            timestep = timestep + self.timestep_offset
         return super().forward(sample, timestep, context, return_dict=return_dict)

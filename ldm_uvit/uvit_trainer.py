@@ -11,6 +11,7 @@ from paddlenlp.trainer import Trainer, TrainerCallback
 
 from common.images import array_to_pil, make_grid
 from common.logging_utils import get_logger, peak_memory_mb
+from common.safe_trainer import SafeTrainerMixin
 from uvit_diffusion import sample_latents
 
 __all__ = ["HERE", "UNET_CONFIG_NAME", "RUN_ARGS_NAME", "RunInfoCallback", "resolve_config_path", "load_unet_config", "build_unet", "uvit_init_", "UViTTrainer", "SetEpochCallback", "ImageLoggingCallback"]
@@ -37,12 +38,13 @@ def load_unet_config(path):
     """Read a ``UViTT2IModel`` config JSON; keys starting with ``_`` are dropped.
 
     Raises:
-        FileNotFoundError / ValueError: missing file, or missing ``sample_size``/``in_channels``/
-            ``clip_dim``/``num_text_tokens``.
+        FileNotFoundError / ValueError: missing file, not valid JSON (the file, line and column
+            are named), or missing ``sample_size``/``in_channels``/``clip_dim``/``num_text_tokens``.
     """
+    from common.arg_checks import read_json_config
+
     path = resolve_config_path(path)
-    with open(path) as f:
-        config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    config = {k: v for k, v in read_json_config(path, "--unet_config_file").items() if not k.startswith("_")}
     missing = [k for k in ("sample_size", "in_channels", "clip_dim", "num_text_tokens") if k not in config]
     if missing:
         raise ValueError(f"U-ViT config {path!r} lacks {missing}")
@@ -74,8 +76,10 @@ def build_unet(config, cls=None):
     return uvit_init_(cls(**config))
 
 
-class UViTTrainer(Trainer):
-    """paddlenlp ``Trainer`` whose log lines also carry the peak memory (MiB)."""
+class UViTTrainer(SafeTrainerMixin, Trainer):
+    """paddlenlp ``Trainer`` whose log lines also carry the peak memory (MiB), with the atomic
+    checkpoints, rotation, NaN/signal guard and exact resume of
+    :class:`common.safe_trainer.SafeTrainerMixin` (keyword ``skip_nan_steps``)."""
 
     def log(self, logs, **kwargs):
         if "loss" in logs:
@@ -97,9 +101,10 @@ class RunInfoCallback(TrainerCallback):
         with open(os.path.join(folder, RUN_ARGS_NAME), "w") as f:
             json.dump(self.run_args, f, indent=2)
 
-    def on_save(self, args, state, control, **kwargs):
+    def write_checkpoint_files(self, folder, args, state):
+        """Called by the Trainer while checkpoint ``folder`` is still being written (rank 0 writes)."""
         if state.is_world_process_zero:
-            self.write(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+            self.write(folder)
 
 
 class SetEpochCallback(TrainerCallback):

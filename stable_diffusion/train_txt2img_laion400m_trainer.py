@@ -18,15 +18,17 @@ import paddle  # noqa: E402
 from paddlenlp.trainer import PdArgumentParser  # noqa: E402
 from ppdiffusers.training_utils import EMAModel  # noqa: E402
 
+from common.arg_checks import require_non_negative  # noqa: E402
 from common.distributed import barrier, is_main_process, seed_everything  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
 from common.model_toggles import apply_model_toggles  # noqa: E402
-from common.trainer_callbacks import EMACallback, ResumeRNGCallback, resolve_trainer_checkpoint  # noqa: E402
+from common.run_guard import GuardArguments, start_run  # noqa: E402
+from common.trainer_callbacks import TRAINER_REQUIRED_FILES, EMACallback  # noqa: E402
 from common.vae import load_vae  # noqa: E402
 from sd.dataset import CaptionImageFolderDataset, TextImageProcessor, build_laion_dataset, collate_fn, collect_captions  # noqa: E402
 from sd.model import StableDiffusionModel  # noqa: E402
 from sd.pipeline_utils import build_pipeline, load_text_encoder, load_unet, make_inference_scheduler, make_training_scheduler, resolve_component  # noqa: E402
-from sd.sd_args import HERE, SDDataArguments, SDModelArguments, SDTrainingArguments  # noqa: E402
+from sd.sd_args import HERE, SDDataArguments, SDModelArguments, SDTrainingArguments, check_args  # noqa: E402
 from sd.sd_trainer import ImageLoggingCallback, StableDiffusionTrainer  # noqa: E402
 from sd.text_encoder_utils import build_text_encoder_from_config, load_clip_tokenizer, train_clip_bpe_tokenizer  # noqa: E402
 
@@ -62,17 +64,37 @@ def resolve_tokenizer(model_args, data_args, output_dir):
     return load_clip_tokenizer(tok_dir, model_max_length=model_args.model_max_length), tok_dir
 
 
-def main():
-    # ---- arguments
-    parser = PdArgumentParser((SDModelArguments, SDDataArguments, SDTrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+def parse_args(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``) into ``(SDModelArguments, SDDataArguments,
+    SDTrainingArguments, GuardArguments)`` and check them before anything is loaded
+    (:func:`sd.sd_args.check_args`: ranges, ``--resolution`` a multiple of the VAE factor,
+    JSON configs readable; plus ``--prediction_type`` and a local ``--pretrained_model_name_or_path``).
+
+    Raises:
+        ValueError: an argument out of range or a malformed config file (named).
+        FileNotFoundError: a local path or config file that does not exist.
+    """
+    parser = PdArgumentParser((SDModelArguments, SDDataArguments, SDTrainingArguments, GuardArguments))
+    model_args, data_args, training_args, guard_args = parser.parse_args_into_dataclasses(argv)
     pretrained = model_args.pretrained_model_name_or_path
     if pretrained and pretrained.startswith((".", "/")) and not os.path.isdir(pretrained):
         raise FileNotFoundError(f"--pretrained_model_name_or_path {pretrained!r} does not exist")
     if model_args.prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"--prediction_type must be 'epsilon' or 'v_prediction', got {model_args.prediction_type!r}")
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    resume = resolve_trainer_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    check_args(model_args, data_args, training_args)
+    require_non_negative(guard_args, "skip_nan_steps")
+    return model_args, data_args, training_args, guard_args
+
+
+def main(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``), lock ``--output_dir``, train with the paddlenlp
+    Trainer and save the pipeline folder (see the module docstring)."""
+    # ---- arguments
+    model_args, data_args, training_args, guard_args = parse_args(argv)
+    pretrained = model_args.pretrained_model_name_or_path
+    # lock the output dir, validate the checkpoint to resume from, set newer ones aside
+    run = start_run(training_args.output_dir, training_args.resume_from_checkpoint, legacy_required=TRAINER_REQUIRED_FILES)
+    resume = run.resume
 
     # ---- tokenizer and data
     tokenizer, tok_desc = resolve_tokenizer(model_args, data_args, training_args.output_dir)
@@ -119,8 +141,8 @@ def main():
         ema = EMAModel(unet.parameters(), decay=training_args.ema_decay)
         callbacks.append(EMACallback(ema, unet.parameters(), resume_from_checkpoint=resume,
                                      export_fn=lambda folder: unet.save_pretrained(os.path.join(folder, "unet_ema"))))
-    trainer = StableDiffusionTrainer(model=model, args=training_args, train_dataset=train_dataset, data_collator=collate_fn, callbacks=callbacks)
-    trainer.add_callback(ResumeRNGCallback(trainer, resume))  # exact continuation also at epoch boundaries
+    trainer = StableDiffusionTrainer(model=model, args=training_args, train_dataset=train_dataset, data_collator=collate_fn, callbacks=callbacks,
+                                     skip_nan_steps=guard_args.skip_nan_steps)
     seed_everything(training_args.seed)  # per-rank noise/timesteps: seed * world_size + rank
     if training_args.do_train or training_args.max_steps > 0:
         trainer.train(resume_from_checkpoint=resume)
@@ -140,6 +162,7 @@ def main():
             ema.restore(unet.parameters())
         logger.info("saved the pipeline (%s UNet) to %s", "EMA" if ema is not None else "trained", out)
     barrier()
+    run.close()
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ def test_bad_features_give_clear_errors(tmp_path, uvit):
     np.save(root / "train" / "2.npy", np.zeros((4, 8, 8), np.float32))  # later file: caught when loaded
     ds = CocoFeatureDataset(str(root), moments_shape=(8, 8, 8), context_shape=(16, 64))
     with pytest.raises(ValueError, match=r"2\.npy"):
-        ds[2]
+        ds.load_sample(2)
+    assert ds[2]["moments"][0, 0, 0] == 0 and ds.num_skipped == 1  # ds[i] skips it (tests/test_readers.py)
 
     root = _write_split(tmp_path / "d", n_images=3, n_captions=2)
     with pytest.raises(ValueError, match="expected \\(16, 32\\)"):

@@ -214,7 +214,12 @@ def test_resume_continues_steps_optimizer_and_ema(demo_run, run_script, tmp_path
 
 
 def test_pipeline_assembles_with_every_scheduler(demo_run):
-    import infer
+    import importlib.util
+
+    # by path: another example's infer.py may already sit in sys.modules as "infer"
+    spec = importlib.util.spec_from_file_location("sd_infer", os.path.join(SD_DIR, "infer.py"))
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
 
     out, _ = demo_run
     pipe = infer.load_pipeline(str(out), unet_name_or_path=str(out / "checkpoint-12" / "unet_ema"))

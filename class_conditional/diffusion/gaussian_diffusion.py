@@ -5,8 +5,11 @@ Forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) with a linear
 value ``v`` in [-1, 1] (last ``C`` channels) that interpolates the log-variance between beta_t and
 the posterior variance beta~_t (Nichol & Dhariwal 2021, "Improved DDPM", eq. 15).  The training
 loss is their hybrid objective: MSE on eps plus the variational-bound term, where the VB term
-sees the predicted mean with gradients stopped, so it only trains the variance (eq. 16, lambda
-folded in as ``num_timesteps / 1000`` like the reference code).
+sees the predicted mean with gradients stopped, so it only trains the variance (eq. 16).  As in
+facebookresearch/DiT ``create_diffusion`` the VB term is rescaled by ``num_timesteps / 1000``
+only with ``rescale_learned_sigmas=True`` (off by default), and a model without learned sigma
+samples with the fixed variance ``FIXED_LARGE`` (beta_t, with beta~_1 at t = 0) unless
+``sigma_small=True`` (``FIXED_SMALL``: the posterior variance beta~_t).
 
 Timesteps are integers in ``[0, num_timesteps)``; ``x_0`` are latents (any shape ``(N, ...)``),
 float32.  Schedules are kept in float64 numpy and gathered per batch.
@@ -53,19 +56,26 @@ class GaussianDiffusion:
 
     Args:
         betas: float64 array ``(T,)`` in (0, 1).
-        learn_sigma: the model outputs ``2C`` channels (eps, v); else ``C`` (eps) and the fixed
-            variance beta~_t (posterior) is used (``fixed_small``).
+        learn_sigma: the model outputs ``2C`` channels (eps, v) and the variance is learned
+            (DiT's ``LEARNED_RANGE``); else ``C`` channels (eps) and a fixed variance.
+        sigma_small: with ``learn_sigma=False``, sample with the posterior variance beta~_t
+            (``FIXED_SMALL``); the default ``False`` uses ``FIXED_LARGE``, the variance
+            ``[beta~_1, beta_1, ..., beta_{T-1}]`` (DiT's default, ``create_diffusion``).
+        rescale_learned_sigmas: multiply the VB term by ``num_timesteps / 1000`` (DiT's
+            ``LossType.RESCALED_MSE``); off by default, as in DiT.
 
     Raises:
         ValueError: betas outside (0, 1] or not 1-D.
     """
 
-    def __init__(self, betas, learn_sigma=True):
+    def __init__(self, betas, learn_sigma=True, sigma_small=False, rescale_learned_sigmas=False):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or (betas <= 0).any() or (betas > 1).any():
             raise ValueError("betas must be a 1-D array with values in (0, 1]")
         self.betas = betas
         self.learn_sigma = learn_sigma
+        self.sigma_small = sigma_small
+        self.rescale_learned_sigmas = rescale_learned_sigmas
         self.num_timesteps = len(betas)
         alphas = 1.0 - betas
         self.alphas_cumprod = np.cumprod(alphas)
@@ -80,6 +90,13 @@ class GaussianDiffusion:
         self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:])) if len(betas) > 1 else np.log(betas)
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        # the fixed sampling variance when the model does not learn it (DiT p_mean_variance):
+        # FIXED_SMALL = beta~_t; FIXED_LARGE = beta_t, with beta~_1 at t = 0 for a good decoder NLL
+        if sigma_small:
+            self.fixed_variance, self.fixed_log_variance = self.posterior_variance, self.posterior_log_variance_clipped
+        else:
+            large = np.append(self.posterior_variance[1], betas[1:]) if len(betas) > 1 else betas
+            self.fixed_variance, self.fixed_log_variance = large, np.log(large)
 
     # ---- forward process -------------------------------------------------------------------
     def q_sample(self, x_start, t, noise=None):
@@ -116,8 +133,8 @@ class GaussianDiffusion:
             if model_output.shape[1] != c:
                 raise ValueError(f"expected {c} output channels, model gave {model_output.shape[1]}")
             eps = model_output
-            variance = _gather(self.posterior_variance, t, nd)
-            log_variance = _gather(self.posterior_log_variance_clipped, t, nd)
+            variance = _gather(self.fixed_variance, t, nd)
+            log_variance = _gather(self.fixed_log_variance, t, nd)
         pred_xstart = self.predict_xstart_from_eps(x_t, t, eps)
         if clip_denoised:
             pred_xstart = pred_xstart.clip(-1, 1)
@@ -170,8 +187,9 @@ class GaussianDiffusion:
         if self.learn_sigma:
             # VB term trains only the variance: the mean comes from eps with gradients stopped
             frozen = paddle.concat([model_output[:, :c].detach(), model_output[:, c:]], axis=1)
-            # rescale so the VB weight does not depend on the number of steps (reference code)
-            terms["vb"] = self.vb_terms_bpd(frozen, x_start, x_t, t)["output"] * (self.num_timesteps / 1000.0)
+            terms["vb"] = self.vb_terms_bpd(frozen, x_start, x_t, t)["output"]
+            if self.rescale_learned_sigmas:  # DiT RESCALED_MSE: VB weight independent of the step count
+                terms["vb"] = terms["vb"] * (self.num_timesteps / 1000.0)
         terms["mse"] = mean_flat((model_output[:, :c] - noise) ** 2)
         per_sample = terms["mse"] + terms["vb"] if self.learn_sigma else terms["mse"]
         terms["loss"] = per_sample.mean()

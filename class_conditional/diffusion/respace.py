@@ -51,10 +51,12 @@ class SpacedDiffusion(GaussianDiffusion):
     """A :class:`GaussianDiffusion` over the kept steps ``use_timesteps`` of ``base_betas``.
 
     ``timestep_map[i]`` is the original timestep of new step ``i``; model calls receive it.
+    ``kwargs`` (``learn_sigma``, ``sigma_small``, ``rescale_learned_sigmas``) go to
+    :class:`GaussianDiffusion`.
     """
 
-    def __init__(self, use_timesteps, base_betas, learn_sigma=True):
-        base = GaussianDiffusion(base_betas, learn_sigma=learn_sigma)
+    def __init__(self, use_timesteps, base_betas, **kwargs):
+        base = GaussianDiffusion(base_betas, **kwargs)
         self.use_timesteps = sorted(use_timesteps)
         self.original_num_steps = len(base_betas)
         last, new_betas = 1.0, []
@@ -63,7 +65,7 @@ class SpacedDiffusion(GaussianDiffusion):
                 new_betas.append(1 - abar / last)
                 last = abar
         self.timestep_map = np.array(self.use_timesteps, dtype=np.int64)
-        super().__init__(np.array(new_betas), learn_sigma=learn_sigma)
+        super().__init__(np.array(new_betas), **kwargs)
 
     def _model_call(self, model, x, t, model_kwargs):
         mapped = paddle.to_tensor(self.timestep_map)[t.astype("int64")]

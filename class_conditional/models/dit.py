@@ -9,6 +9,14 @@ blocks) -> adaptive final layer -> unpatchify.  It is assembled from ppdiffusers
 ``tools/convert_dit_to_ppdiffusers.py`` can export it to a ``DiTPipeline`` by copying weights
 (the shared embedders are copied into every block, which is how ppdiffusers stores DiT).
 
+Given the same weights it computes the function of facebookresearch/DiT ``models.DiT`` (checked
+in a torch venv against the official code, see tests/test_class_conditional.py).  One switch
+exists for the export: the official timestep embedding uses frequencies ``10000^(-i/128)``
+(``downscale_freq_shift=0``, the default) while ppdiffusers' ``Transformer2DModel`` hard-codes
+``10000^(-i/127)`` (shift 1).  A model trained with ``"downscale_freq_shift": 1`` in its config
+(the DiT demo config) exports to ``DiTPipeline`` exactly; a shift-0 model exports with an
+error that ``tools/convert_dit_to_ppdiffusers.py`` measures and prints.
+
 Inputs/outputs (all float32):
     x: ``(N, in_channels, input_size, input_size)`` noisy latents.
     t: ``(N,)`` timesteps; integers 0..999 for DiT, floats in [0, 1] for SiT (used as given).
@@ -42,10 +50,13 @@ CONFIG_KEYS = {
     "class_dropout_prob": "probability to drop the label during training (classifier-free guidance)",
     "num_classes": "number of classes (embedding table has one more row for 'no class')",
     "learn_sigma": "also predict the variance interpolation (doubles the output channels)",
+    "downscale_freq_shift": "timestep-embedding frequency shift: 0 = official DiT/SiT timestep_embedding (default), "
+                            "1 = ppdiffusers Transformer2DModel, which DiTPipeline runs (exact export)",
     "paper_params": "parameter count reported in the paper (documentation only)",
 }
 _REQUIRED = ["input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads"]
-_DEFAULTS = {"model_type": "DiT", "mlp_ratio": 4.0, "class_dropout_prob": 0.1, "num_classes": 1000, "learn_sigma": True}
+_DEFAULTS = {"model_type": "DiT", "mlp_ratio": 4.0, "class_dropout_prob": 0.1, "num_classes": 1000, "learn_sigma": True,
+             "downscale_freq_shift": 0}
 
 
 def load_model_config(config_file):
@@ -76,6 +87,8 @@ def load_model_config(config_file):
         raise ValueError(f"{config_file}: model_type must be 'DiT' or 'SiT', got {out['model_type']!r}")
     if out["input_size"] % out["patch_size"]:
         raise ValueError(f"{config_file}: input_size {out['input_size']} is not divisible by patch_size {out['patch_size']}")
+    if out["downscale_freq_shift"] not in (0, 1):
+        raise ValueError(f"{config_file}: downscale_freq_shift must be 0 (official DiT) or 1 (ppdiffusers), got {out['downscale_freq_shift']!r}")
     if out["hidden_size"] % out["num_heads"]:
         raise ValueError(f"{config_file}: hidden_size {out['hidden_size']} is not divisible by num_heads {out['num_heads']}")
     return out
@@ -106,7 +119,7 @@ class DiT(nn.Layer):
     """Class-conditional latent transformer; arguments are the config keys (see :data:`CONFIG_KEYS`)."""
 
     def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
-                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True):
+                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, downscale_freq_shift=0):
         super().__init__()
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.hidden_size, self.depth, self.num_heads, self.mlp_ratio = hidden_size, depth, num_heads, mlp_ratio
@@ -116,7 +129,10 @@ class DiT(nn.Layer):
 
         self.pos_embed = PatchEmbed(height=input_size, width=input_size, patch_size=patch_size, in_channels=in_channels,
                                     embed_dim=hidden_size, interpolation_scale=max(input_size // 64, 1))
-        self.time_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=1)
+        # official DiT TimestepEmbedder.timestep_embedding: [cos, sin] of t * 10000^(-i/128), i < 128,
+        # i.e. shift 0; ppdiffusers' Transformer2DModel (and so DiTPipeline) hard-codes shift 1 (i/127)
+        self.downscale_freq_shift = downscale_freq_shift
+        self.time_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=downscale_freq_shift)
         self.timestep_embedder = TimestepEmbedding(in_channels=256, time_embed_dim=hidden_size)
         self.class_embedder = LabelEmbedding(num_classes, hidden_size, class_dropout_prob)
         self.transformer_blocks = nn.LayerList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
@@ -131,14 +147,22 @@ class DiT(nn.Layer):
         return cls(**model_kwargs(load_model_config(config_file)))
 
     def initialize_weights(self):
-        """DiT paper init: xavier-uniform linears with zero bias, N(0, 0.02) embeddings, and zero
-        adaLN / output layers so every block starts as the identity and the output is 0."""
+        """DiT init (facebookresearch/DiT ``DiT.initialize_weights``): xavier-uniform linears with
+        zero bias, N(0, 0.02) embeddings, and zero adaLN / output layers so every block starts as
+        the identity and the output is 0.  The official attention has one fused ``qkv`` Linear
+        (D -> 3D), so its xavier bound is ``sqrt(6 / 4D)``; the separate ``to_q``/``to_k``/``to_v``
+        here are drawn from that same distribution (std ``sqrt(1 / 2D)``), not per-matrix xavier."""
         xavier, zeros, normal = nn.initializer.XavierUniform(), nn.initializer.Constant(0.0), nn.initializer.Normal(std=0.02)
         for layer in self.sublayers():
             if isinstance(layer, nn.Linear):
                 xavier(layer.weight)
                 if layer.bias is not None:
                     zeros(layer.bias)
+        d = self.hidden_size
+        qkv_bound = (6.0 / (d + 3 * d)) ** 0.5
+        for block in self.transformer_blocks:
+            for proj in (block.attn1.to_q, block.attn1.to_k, block.attn1.to_v):
+                proj.weight.set_value(paddle.uniform(proj.weight.shape, min=-qkv_bound, max=qkv_bound))
         w = self.pos_embed.proj.weight  # conv (D, C, p, p) initialised like a linear on the flattened patch
         fan_in, fan_out = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
         bound = (6.0 / (fan_in + fan_out)) ** 0.5
@@ -195,14 +219,28 @@ class DiT(nn.Layer):
         h = self.norm_out(h) * (1 + scale[:, None]) + shift[:, None]
         return self.unpatchify(self.proj_out_2(h))
 
-    def forward_with_cfg(self, x, t, y, cfg_scale):
-        """Classifier-free guidance (Ho & Salimans 2022): the batch holds the same latents twice,
-        first half with real labels, second half with the null label; the first ``in_channels``
-        output channels are mixed as ``uncond + cfg_scale * (cond - uncond)`` and copied to both
-        halves, the learned-variance channels are kept as predicted."""
+    def forward_with_cfg(self, x, t, y, cfg_scale, cfg_channels=3):
+        """Classifier-free guidance (Ho & Salimans 2022) as in the official ``forward_with_cfg``.
+
+        The batch ``(2N, C, s, s)`` holds the same latents twice, first half with real labels,
+        second half with the null label ``num_classes``.  The first ``cfg_channels`` output
+        channels are mixed as ``uncond + cfg_scale * (cond - uncond)`` and copied to both halves;
+        the other channels (and the learned-variance channels) are kept as predicted.
+
+        ``cfg_channels=3`` is the official DiT/SiT default, which their code keeps "for exact
+        reproducibility" of the paper's numbers even though the latents have 4 channels;
+        ``cfg_channels=None`` guides all ``in_channels`` (the standard approach, and what
+        ppdiffusers' ``DiTPipeline`` does).
+
+        Raises:
+            ValueError: ``cfg_channels`` outside ``[1, in_channels]``.
+        """
+        k = self.in_channels if cfg_channels is None else int(cfg_channels)
+        if not 1 <= k <= self.in_channels:
+            raise ValueError(f"cfg_channels must be in [1, {self.in_channels}] or None, got {cfg_channels!r}")
         half = x[: x.shape[0] // 2]
         out = self.forward(paddle.concat([half, half], axis=0), t, y)
-        eps, rest = out[:, : self.in_channels], out[:, self.in_channels:]
+        eps, rest = out[:, :k], out[:, k:]
         cond, uncond = eps.chunk(2, axis=0)
         guided = uncond + cfg_scale * (cond - uncond)
         return paddle.concat([paddle.concat([guided, guided], axis=0), rest], axis=1)

@@ -202,6 +202,14 @@ class Sampler:
         then one deterministic last step (``Mean``: drift step without noise, ``Tweedie``:
         E[x1 | x] = (x + sigma^2 s) / alpha, ``Euler``: ODE step, ``None``: stop).
 
+        The model is evaluated at ``linspace(t0, t1, num_steps)[:-1]`` (Heun also at each next
+        time) and the last step at ``t1``, with ``(t0, t1)`` from :meth:`Transport.check_interval`
+        exactly as in willisma/SiT ``Sampler.sample_sde`` (e.g. VP starts at t = 0, Linear/GVP
+        velocity with ``diffusion_form="sigma"`` too).  Intentional departure: where SiT evaluates
+        an infinite coefficient and returns NaN (SBDM form on Linear/GVP at t = 0; the Linear
+        path's score at t = 1, reached by Heun or a zero last step), that end moves in by
+        ``SDE_MIN_EPS`` = 1e-3.
+
         Raises:
             ValueError: unknown method, diffusion form or last step.
         """
@@ -217,9 +225,16 @@ class Sampler:
         if last_step is None:
             last_step_size = 0.0
         t0, t1 = tr.check_interval(tr.train_eps, tr.sample_eps, diffusion_form=diffusion_form, sde=True, eval=True, last_step_size=last_step_size)
-        # the score is singular at t = 1 (sigma = 0) and the Linear/GVP drift ratio at t = 0:
-        # never evaluate the model closer than SDE_MIN_EPS to either end
-        t0, t1 = max(t0, SDE_MIN_EPS), min(t1, 1 - SDE_MIN_EPS)
+        # Same interval as SiT's Sampler.sample_sde, except at the two points where SiT's own
+        # arithmetic is infinite and its samples come out NaN: the SBDM diffusion coefficient of
+        # Linear/GVP is infinite at t = 0 (alpha_t = 0), and the score is singular at t = 1
+        # of the Linear path (sigma_t = 1 - t is exactly 0), which Heun's second evaluation or a
+        # zero-size last step reaches (GVP's cos(pi/2) is not exactly 0 and stays finite in SiT).
+        # There the end is moved in by SDE_MIN_EPS; everywhere else the times equal SiT's.
+        if t0 == 0.0 and diffusion_form == "SBDM" and tr.path_type in ("Linear", "GVP"):
+            t0 = SDE_MIN_EPS
+        if t1 == 1.0 and tr.path_type == "Linear" and (sampling_method == "Heun" or (last_step is not None and last_step_size == 0.0)):
+            t1 = 1.0 - SDE_MIN_EPS
 
         def sde_drift(x, t, model, kw):
             w = tr.diffusion_coefficient(x, t, diffusion_form, diffusion_norm)

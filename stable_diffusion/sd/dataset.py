@@ -2,20 +2,18 @@
 ``metadata.jsonl`` of captions (``--train_data_dir``), both turned into
 ``{"pixel_values": float32 (3, R, R) in [-1, 1], "input_ids": int64 (model_max_length,)}``.
 """
-import gzip
-import json
 import os
 
 import numpy as np
 import paddle
 from PIL import Image
 
-from common.images import ImageTransform
-from common.laion import LaionDataset, decode_image_b64, parse_laion_line, read_part_paths
+from common.images import ImageTransform, load_image
+from common.laion import LaionDataset, open_part, read_part_paths
+from common.safe_data import BadSampleLog, SkippingDataset, iter_jsonl
 
 __all__ = [
     "TextImageProcessor",
-    "check_parts_readable",
     "build_laion_dataset",
     "CaptionImageFolderDataset",
     "collect_captions",
@@ -65,114 +63,90 @@ class TextImageProcessor:
         return {"pixel_values": self.transform(image, rng), "input_ids": self.tokenize(caption)}
 
 
-def _open_part(path):
-    return gzip.open(path, "rt", encoding="utf-8", errors="replace") if path.endswith(".gz") else open(path, "r", encoding="utf-8", errors="replace")
-
-
-def check_parts_readable(part_paths, max_lines=20):
-    """Make sure at least one part holds a decodable record, so that an infinite reader over
-    only-corrupt parts fails clearly instead of spinning forever.
-
-    Looks at up to ``max_lines`` lines of each distinct part and stops at the first good record.
-
-    Raises:
-        ValueError: no readable ``caption, _, img_b64`` record in any part (names the parts).
-    """
-    problems = []
-    for path in dict.fromkeys(part_paths):
-        try:
-            last = "empty file"
-            with _open_part(path) as f:
-                for _, line in zip(range(max_lines), f):
-                    try:
-                        _, img_b64 = parse_laion_line(line)
-                        decode_image_b64(img_b64)
-                        return
-                    except ValueError as e:
-                        last = str(e)
-                problems.append(f"{path}: no readable record in the first {max_lines} lines ({last})")
-        except (OSError, EOFError) as e:
-            problems.append(f"{path}: cannot be read ({e})")
-    raise ValueError("--file_list: no readable laion400m-format record in any part file:\n  " + "\n  ".join(problems[:10]))
-
-
 def build_laion_dataset(file_list, processor, seed=0, buffer_size=256):
     """An infinite, rank/worker-sharded :class:`common.laion.LaionDataset` over ``file_list``
-    (``*.filelist.list``, ``*.filelist`` or comma-separated), after :func:`check_parts_readable`.
+    (``*.filelist.list``, ``*.filelist`` or comma-separated), after
+    :func:`common.laion.check_parts_readable`; corrupt records are skipped and counted.
 
     Raises:
         FileNotFoundError: the list or a listed part does not exist.
         ValueError: the list names no parts, or no part has a readable record.
     """
     dataset = LaionDataset(file_list, process_fn=processor, layout="caption", shuffle=True, seed=seed, infinite=True, buffer_size=buffer_size)
-    check_parts_readable(dataset.part_paths)
+    dataset.check_readable()
     return dataset
 
 
-class CaptionImageFolderDataset(paddle.io.Dataset):
+class CaptionImageFolderDataset(SkippingDataset):
     """Map-style dataset over an image folder with ``metadata.jsonl`` lines
     ``{"file_name": relative image path, "text": caption}`` (the Hugging Face imagefolder layout
     that ``train_text_to_image`` uses).
 
+    A line that is not UTF-8 / not JSON / lacks a column is skipped (the first few are logged as
+    ``metadata.jsonl:<line>``; :attr:`num_bad_lines` counts them); an image that is missing or
+    does not decode is replaced by the next good one and counted in ``num_skipped`` (see
+    :class:`common.safe_data.SkippingDataset`).
+
     Raises:
         FileNotFoundError: no ``metadata.jsonl`` in ``root``.
-        ValueError: a line lacks ``image_column``/``caption_column`` or is not JSON (line number
-            given), or the file lists no image.
+        ValueError: no usable line in ``metadata.jsonl`` (the first bad lines are named), no
+            listed image decodes, or more than half of them turn out bad.
     """
 
     def __init__(self, root, processor, caption_column="text", image_column="file_name"):
-        super().__init__()
+        super().__init__(f"--train_data_dir {root!r}")
         meta = os.path.join(root, "metadata.jsonl")
         if not os.path.isfile(meta):
             raise FileNotFoundError(f"--train_data_dir {root!r} has no metadata.jsonl of captions")
         self.root, self.processor, self.records = root, processor, []
-        with open(meta, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    self.records.append((os.path.join(root, row[image_column]), str(row[caption_column])))
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(f"{meta} line {n}: expected JSON with {image_column!r} and {caption_column!r} ({e})") from None
+        self.line_log = BadSampleLog(meta)
+        for _, row in iter_jsonl(meta, self.line_log, required=(image_column, caption_column)):
+            self.records.append((os.path.join(root, str(row[image_column])), str(row[caption_column])))
         if not self.records:
-            raise ValueError(f"{meta} lists no images")
+            detail = self.line_log.summary() or "it is empty"
+            raise ValueError(f"{meta} lists no images with {image_column!r} and {caption_column!r} ({detail})")
+        self.check_usable()
+
+    @property
+    def num_bad_lines(self):
+        """Lines of ``metadata.jsonl`` skipped as unreadable (int)."""
+        return self.line_log.count
 
     def __len__(self):
         return len(self.records)
 
-    def __getitem__(self, i):
+    def sample_name(self, i):
+        return self.records[i][0]
+
+    def check_sample(self, i):
+        load_image(self.records[i][0])  # decode only: the processor's random draws stay untouched
+
+    def load_sample(self, i):
         path, caption = self.records[i]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except Exception as e:
-            raise ValueError(f"cannot decode image {path!r}: {e}") from None
-        return self.processor(image, caption)
+        return self.processor(load_image(path), caption)
 
 
 def collect_captions(file_list=None, train_data_dir=None, caption_column="text", limit=None):
     """Captions of the training data in file order (only the caption column is read; images are
-    not decoded).  Duplicates are kept unless ``limit`` is given, in which case the first
-    ``limit`` distinct captions are returned."""
+    not decoded; unreadable parts and lines are passed over).  Duplicates are kept unless
+    ``limit`` is given, in which case the first ``limit`` distinct captions are returned."""
     captions = []
     if file_list:
         for path in dict.fromkeys(read_part_paths(file_list)):
             try:
-                with _open_part(path) as f:
+                with open_part(path) as f:
                     for line in f:
                         cols = line.split("\t", 1)
                         if len(cols) == 2 and cols[0].strip():
                             captions.append(cols[0].strip())
                             if limit and len(dict.fromkeys(captions)) >= limit:
                                 return list(dict.fromkeys(captions))
-            except (OSError, EOFError):
+            except Exception:  # OSError / EOFError / zlib.error: a truncated part keeps what was read
                 continue
     else:
-        with open(os.path.join(train_data_dir, "metadata.jsonl"), encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    captions.append(str(json.loads(line).get(caption_column, "")))
+        meta = os.path.join(train_data_dir, "metadata.jsonl")
+        for _, row in iter_jsonl(meta, BadSampleLog(meta, emit=lambda m: None), required=(caption_column,)):
+            captions.append(str(row[caption_column]))
     return list(dict.fromkeys(captions))[:limit] if limit else captions
 
 

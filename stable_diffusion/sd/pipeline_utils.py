@@ -1,7 +1,6 @@
 """Assembling a ``StableDiffusionPipeline`` from trained parts, swapping its scheduler, sampling
 a prompt grid, and loading the parts by name (``--*_name_or_path`` over
 ``--pretrained_model_name_or_path``)."""
-import json
 import os
 
 import paddle
@@ -138,14 +137,16 @@ def load_unet(name_or_path, subfolder=None, seed=0):
 
     Raises:
         FileNotFoundError: a local path that does not exist.
-        ValueError: a JSON config that does not describe a UNet2DConditionModel.
+        ValueError: a JSON config that is malformed (named, with line and column) or does not
+            describe a UNet2DConditionModel.
     """
     from ppdiffusers import UNet2DConditionModel
 
     _check_local(name_or_path, "--unet_name_or_path")
     if str(name_or_path).endswith(".json"):
-        with open(name_or_path) as f:
-            config = json.load(f)
+        from common.arg_checks import read_json_config
+
+        config = read_json_config(name_or_path, "--unet_name_or_path")  # a malformed file is named
         if config.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
             raise ValueError(f"--unet_name_or_path {name_or_path!r} describes a {config['_class_name']}, expected UNet2DConditionModel")
         state = paddle.get_rng_state()

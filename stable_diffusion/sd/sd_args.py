@@ -12,7 +12,9 @@ from typing import List, Optional
 
 from paddlenlp.trainer import TrainingArguments
 
-__all__ = ["SDTrainingArguments", "SDModelArguments", "SDDataArguments", "HERE", "DEMO_FILE_LIST"]
+from common.arg_checks import check_trainer_arguments, read_json_config, require_non_negative, require_positive, require_range, require_vae_multiple
+
+__all__ = ["SDTrainingArguments", "SDModelArguments", "SDDataArguments", "HERE", "DEMO_FILE_LIST", "check_args"]
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # stable_diffusion/
 REPO_ROOT = os.path.dirname(HERE)
@@ -71,3 +73,36 @@ class SDDataArguments:
     buffer_size: int = field(default=256, metadata={"help": "Shuffle buffer (records) of the laion reader."})
     random_flip: bool = field(default=False, metadata={"help": "Random horizontal flips (off by default: flipped digits/text change meaning)."})
     num_logging_prompts: int = field(default=8, metadata={"help": "How many distinct training captions the logged prompt grid uses."})
+
+
+def check_args(model_args, data_args, training_args):
+    """Range-check the three argument groups before anything is loaded or written.
+
+    * Trainer arguments: :func:`common.arg_checks.check_trainer_arguments` (``--max_steps`` > 0,
+      or -1 with ``--do_train`` and ``--num_train_epochs`` > 0; lr, batch, logging/save steps > 0 ...),
+      plus ``--unet_learning_rate`` / ``--text_encoder_learning_rate`` > 0 and ``--ema_decay`` in [0, 1];
+    * ``--resolution``: a positive multiple of the VAE's downsampling factor (8 for the Stable
+      Diffusion VAEs, 4 for the demo VAE), so the latents have whole pixels;
+    * ``--num_inference_steps``, ``--tokenizer_vocab_size``, ``--model_max_length``, ``--snr_gamma``,
+      ``--buffer_size`` > 0; ``--noise_offset``, ``--input_perturbation``, ``--num_logging_prompts`` >= 0;
+      ``--proportion_empty_prompts`` in [0, 1];
+    * a ``*.json`` ``--unet_name_or_path`` / ``--text_encoder_name_or_path`` is read, so a
+      missing or malformed config is named now rather than after the tokenizer is trained.
+
+    Raises:
+        ValueError: the first argument out of range (flag, value and what was expected), or a
+            malformed config file (named, with line and column).
+        FileNotFoundError: a config file that does not exist.
+    """
+    check_trainer_arguments(training_args)
+    require_positive(training_args, "unet_learning_rate", "text_encoder_learning_rate")
+    require_range(training_args, "ema_decay", 0, 1)
+    require_positive(model_args, "num_inference_steps", "tokenizer_vocab_size", "model_max_length", "snr_gamma")
+    require_non_negative(model_args, "noise_offset", "input_perturbation")
+    require_range(model_args, "proportion_empty_prompts", 0, 1)
+    require_positive(data_args, "buffer_size")
+    require_non_negative(data_args, "num_logging_prompts")
+    require_vae_multiple(training_args.resolution, model_args.vae_name_or_path or model_args.pretrained_model_name_or_path or "auto")
+    for flag, name in (("--unet_name_or_path", model_args.unet_name_or_path), ("--text_encoder_name_or_path", model_args.text_encoder_name_or_path)):
+        if name and str(name).endswith(".json"):
+            read_json_config(name, flag)

@@ -8,6 +8,7 @@ from paddle.io import DataLoader, IterableDataset
 from paddlenlp.trainer import Trainer, TrainerCallback
 
 from common.images import save_grid
+from common.safe_trainer import SafeTrainerMixin
 from common.logging_utils import get_logger, peak_memory_mb
 
 from .dataset import collate_fn
@@ -24,8 +25,10 @@ def _unwrap(model):
     return model._layers if isinstance(model, paddle.DataParallel) else model
 
 
-class StableDiffusionTrainer(Trainer):
-    """``Trainer`` whose model (:class:`sd.model.StableDiffusionModel`) returns its loss.
+class StableDiffusionTrainer(SafeTrainerMixin, Trainer):
+    """``Trainer`` whose model (:class:`sd.model.StableDiffusionModel`) returns its loss, with the
+    atomic checkpoints, rotation, NaN/signal guard and exact resume of
+    :class:`common.safe_trainer.SafeTrainerMixin` (keyword ``skip_nan_steps``).
 
     * the laion reader shards itself over ranks and workers, so its DataLoader is built without
       paddlenlp's ``IterableDatasetShard`` (which would shard a second time);
@@ -63,13 +66,6 @@ class StableDiffusionTrainer(Trainer):
             paddle.save(state_dict if state_dict is not None else model.state_dict(), os.path.join(output_dir, WEIGHTS_NAME))
         with open(os.path.join(output_dir, "training_args.json"), "w") as f:
             f.write(self.args.to_json_string())
-
-    def _save_checkpoint(self, model, metrics=None):
-        super()._save_checkpoint(model, metrics=metrics)
-        # paddlenlp 2.8.1 prunes old checkpoints only when local_rank == 0, i.e. never in a
-        # single process (local_rank -1); apply --save_total_limit here in that case
-        if self.args.local_rank == -1 and self.args.should_save:
-            self._rotate_checkpoints(use_mtime=False, output_dir=self.args.output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint=None):
         if not resume_from_checkpoint or os.path.isfile(os.path.join(resume_from_checkpoint, WEIGHTS_NAME)):
