@@ -28,6 +28,7 @@ PREDICTION_TYPE=${PREDICTION_TYPE:-sample}
 GRID_SIZE=${GRID_SIZE:-8}
 NUM_INFERENCE_STEPS=${NUM_INFERENCE_STEPS:-25}
 NPROC=${NPROC:-2}
+NUM_EVAL_IMAGES=${NUM_EVAL_IMAGES:-64}
 
 LAUNCH="python"
 if [ "$NPROC" -gt 1 ]; then
@@ -57,3 +58,5 @@ $LAUNCH ddpm_tutorial/train_unconditional.py \
   "$@"
 
 python ddpm_tutorial/sample.py --pipeline_dir "$OUTPUT_DIR" --grid_size "$GRID_SIZE" --num_inference_steps "$NUM_INFERENCE_STEPS" --output "$OUTPUT_DIR/grid.png"
+# score: how many of 64 samples a face detector trained elsewhere finds a face in (real faces: 0.42)
+python -m common.demo_eval --ddpm_pipeline "$OUTPUT_DIR" --num_inference_steps "$NUM_INFERENCE_STEPS" --num_images "$NUM_EVAL_IMAGES"

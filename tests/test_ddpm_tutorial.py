@@ -1,5 +1,6 @@
 """ddpm_tutorial/: both training styles on the bundled faces, checkpoints, resume, pipeline, launch."""
 import os
+import re
 import shutil
 import sys
 
@@ -123,12 +124,14 @@ def test_two_process_launch_keeps_ranks_in_sync(launch_2proc, demo_root, tmp_pat
 
 def test_launchers_smoke(run_shell, tmp_path):
     out = tmp_path / "main_job"
-    run_shell("ddpm_tutorial/run_train_ddpm.sh", "--resolution", "16", "--block_out_channels", "16", "32", "--attention_levels", "1", "--ddpm_num_inference_steps", "2",
-              env={"OUTPUT_DIR": str(out), "MAX_TRAIN_STEPS": "2", "BATCH_SIZE": "4", "GRID_SIZE": "2", "NPROC": "1"}, timeout=300)
+    proc = run_shell("ddpm_tutorial/run_train_ddpm.sh", "--resolution", "16", "--block_out_channels", "16", "32", "--attention_levels", "1", "--ddpm_num_inference_steps", "2",
+              env={"OUTPUT_DIR": str(out), "MAX_TRAIN_STEPS": "2", "BATCH_SIZE": "4", "GRID_SIZE": "2", "NPROC": "1", "NUM_INFERENCE_STEPS": "2",
+                     "NUM_EVAL_IMAGES": "2"}, timeout=300)
     assert os.path.isfile(out / "grid.png") and os.path.isfile(out / "model_index.json")
+    assert re.search(r"face rate [0-9.]+ \(\d/2\)", proc.stdout), proc.stdout[-1000:]  # the launcher scores its pipeline
     res = tmp_path / "trainer_style"
     run_shell("ddpm_tutorial/run_train_trainer_style.sh", "--image_size", "16", "--dim_mults", "1", "2", "--attention_levels", "1", "--sampling_timesteps", "2", "--num_samples", "4", "--train_batch_size", "4",
-              env={"RESULTS_FOLDER": str(res), "TRAIN_NUM_STEPS": "2", "SAVE_EVERY": "2"}, timeout=300)
+              env={"RESULTS_FOLDER": str(res), "TRAIN_NUM_STEPS": "2", "SAVE_EVERY": "2", "NUM_EVAL_IMAGES": "2", "EVAL_STEPS": "2"}, timeout=300)
     assert os.path.isfile(res / "sample-1.png") and os.path.isfile(res / "model-1.pdparams")
     assert os.path.isfile(res / "model-last.pdparams") and os.path.isfile(res / "pipeline" / "model_index.json")
 

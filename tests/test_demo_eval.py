@@ -31,3 +31,17 @@ def test_judge_scores_noise_and_wrong_labels_low(demo_root):
 
     with pytest.raises(ValueError, match="as many labels"):
         score_digit_images(images[:3], labels[:2])
+
+
+def test_face_judge_tells_faces_from_noise_and_blobs(demo_root):
+    import os
+
+    from PIL import Image
+
+    from common.demo_eval import face_rate, face_rate_on_real_faces
+
+    assert face_rate_on_real_faces(os.path.join(demo_root, "faces"), limit=60) > 0.3
+    rng = np.random.RandomState(0)
+    noise = [rng.randint(0, 256, (32, 32)).astype(np.uint8) for _ in range(20)]
+    blobs = [Image.fromarray((rng.rand(4, 4) * 255).astype(np.uint8)).resize((32, 32), Image.BICUBIC) for _ in range(20)]
+    assert face_rate(noise) == 0.0 and face_rate(blobs) <= 0.05
