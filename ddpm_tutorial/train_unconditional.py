@@ -23,7 +23,7 @@ apply_cpu_env()  # before paddle is imported
 
 import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
-from denoising_diffusion import build_unet  # noqa: E402
+from denoising_diffusion import build_unet, sigmoid_beta_schedule  # noqa: E402
 from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 from ppdiffusers.optimization import get_scheduler  # noqa: E402
 from ppdiffusers.training_utils import EMAModel  # noqa: E402
@@ -35,6 +35,7 @@ from common.distributed import barrier, get_rank, shutdown_distributed, get_worl
 from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, save_grid  # noqa: E402
 from common.logging_utils import TrainLogger  # noqa: E402
 from common.run_guard import TrainingGuard, add_guard_arguments, start_run  # noqa: E402
+from common.diffusion_utils import min_snr_loss_weights  # noqa: E402
 from common.weights import load_state_dict_strict  # noqa: E402
 
 
@@ -51,10 +52,14 @@ def parse_args(argv=None):
     p.add_argument("--attention_levels", type=int, nargs="*", default=[2])
     p.add_argument("--layers_per_block", type=int, default=1)
     p.add_argument("--ddpm_num_steps", type=int, default=1000)
-    p.add_argument("--ddpm_beta_schedule", default="linear", choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
+    p.add_argument("--ddpm_beta_schedule", default="linear", choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"],
+                   help="ppdiffusers' schedules, or 'sigmoid': lucidrains' sigmoid schedule (Jabri et al. 2022; "
+                        "denoising_diffusion.sigmoid_beta_schedule), saved in the scheduler config as trained_betas")
     p.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "v_prediction", "sample"], help="what the UNet predicts and the MSE is taken on: the noise eps (Ho et al. 2020, eq. 14), "
                    "the velocity v = sqrt(ab)*eps - sqrt(1-ab)*x0 (Salimans & Ho 2022, sec. 4) or x0 itself ('sample', unweighted; "
                    "it learns coarse structure first, which is what a few-minute CPU run can reach)")
+    p.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR-gamma loss weighting (Hang et al. 2023; diffusers' name): per-sample "
+                   "MSE times min(SNR, gamma) in x0 space (for epsilon / v the equivalent factor); default: unweighted")
     # optimisation
     p.add_argument("--train_batch_size", type=int, default=32, help="per process")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -99,7 +104,7 @@ def check_args(args):
     """
     require_positive(args, "resolution", "block_out_channels", "layers_per_block", "ddpm_num_steps", "train_batch_size", "gradient_accumulation_steps",
                      "num_epochs", "max_train_steps", "learning_rate", "adam_epsilon", "ema_inv_gamma", "ema_power", "logging_steps",
-                     "num_sample_images", "checkpointing_steps")
+                     "num_sample_images", "checkpointing_steps", "snr_gamma")
     require_non_negative(args, "dataloader_num_workers", "lr_warmup_steps", "adam_weight_decay", "save_images_steps", "checkpoints_total_limit")
     for name in ("adam_beta1", "adam_beta2"):
         require_range(args, name, 0, 1, high_inclusive=False)
@@ -153,7 +158,11 @@ def train(args, run, guard):
 
     # -- models --------------------------------------------------------------------------------
     unet = build_unet(args.resolution, args.block_out_channels, args.attention_levels, args.layers_per_block)
-    noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule, prediction_type=args.prediction_type)
+    if args.ddpm_beta_schedule == "sigmoid":  # not a ppdiffusers name (its "sigmoid" is another schedule): explicit betas
+        noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, trained_betas=sigmoid_beta_schedule(args.ddpm_num_steps).tolist(),
+                                        prediction_type=args.prediction_type)
+    else:
+        noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule, prediction_type=args.prediction_type)
     model = wrap_data_parallel(unet)
     ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma, power=args.ema_power) if args.use_ema else None
     lr_scheduler = get_scheduler(args.lr_scheduler, learning_rate=args.learning_rate, num_warmup_steps=args.lr_warmup_steps, num_training_steps=max_train_steps)
@@ -244,7 +253,12 @@ def train(args, run, guard):
                 target = noise_scheduler.get_velocity(clean_images, noise, timesteps)
             else:
                 target = clean_images
-            loss = F.mse_loss(model_output.astype("float32"), target) / args.gradient_accumulation_steps
+            if args.snr_gamma is None:
+                loss = F.mse_loss(model_output.astype("float32"), target)
+            else:  # Min-SNR-gamma: per-sample MSE times the paper's weight for this target
+                per_sample = ((model_output.astype("float32") - target) ** 2).reshape([target.shape[0], -1]).mean(axis=1)
+                loss = (per_sample * min_snr_loss_weights(noise_scheduler, timesteps, args.snr_gamma, args.prediction_type)).mean()
+            loss = loss / args.gradient_accumulation_steps
             (scaler.scale(loss) if scaler else loss).backward()
             batches_in_epoch += 1
             micro += 1

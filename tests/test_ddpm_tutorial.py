@@ -49,6 +49,23 @@ def test_resume_continues_the_same_run(demo_root, tmp_path):
     assert a["optimizer"].keys() == b["optimizer"].keys()
 
 
+def test_min_snr_weighting_and_sigmoid_schedule_in_the_explicit_loop(demo_root, tmp_path):
+    """--snr_gamma weights each sample's x0 MSE by min(SNR, gamma) (Hang et al. 2023); --ddpm_beta_schedule
+    sigmoid trains on lucidrains' sigmoid betas and saves them, so the DDPMPipeline samples the same chain."""
+    from ppdiffusers import DDPMPipeline
+
+    from denoising_diffusion import sigmoid_beta_schedule
+
+    common = ["--max_train_steps", "2", "--checkpointing_steps", "1000", "--prediction_type", "sample", "--seed", "3"]
+    plain = [loss for _, loss in _train(demo_root, tmp_path / "plain", *common)]
+    weighted = [loss for _, loss in _train(demo_root, tmp_path / "w", *common, "--snr_gamma", "0.1", "--ddpm_beta_schedule", "sigmoid")]
+    assert all(np.isfinite(weighted)) and weighted[0] < 0.2 * plain[0]  # weights <= 0.1: the weighted loss is far smaller
+    pipe = DDPMPipeline.from_pretrained(str(tmp_path / "w"))
+    np.testing.assert_allclose(pipe.scheduler.betas.numpy(), sigmoid_beta_schedule(1000), rtol=1e-5)
+    with pytest.raises(SystemExit):
+        train_unconditional.parse_args(["--snr_gamma", "0"])
+
+
 def test_saved_pipeline_loads_and_samples(demo_root, tmp_path):
     from ppdiffusers import DDPMPipeline, UNet2DModel
 

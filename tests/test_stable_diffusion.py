@@ -117,8 +117,10 @@ def test_min_snr_weights_match_formula_for_both_prediction_types():
     np.testing.assert_allclose(got_eps, np.minimum(snr, gamma) / snr, rtol=1e-4)
     np.testing.assert_allclose(got_v, np.minimum(snr, gamma) / (snr + 1.0), rtol=1e-4)
     assert got_eps[-1] == pytest.approx(1.0) and got_eps[0] < 0.01  # high-noise steps keep weight 1
+    got_x0 = min_snr_loss_weights(sched, paddle.to_tensor(t), gamma, "sample").numpy()  # the paper's x0-space weight
+    np.testing.assert_allclose(got_x0, np.minimum(snr, gamma), rtol=1e-4)
     with pytest.raises(ValueError, match="prediction_type"):
-        min_snr_loss_weights(sched, paddle.to_tensor(t), gamma, "sample")
+        min_snr_loss_weights(sched, paddle.to_tensor(t), gamma, "flow")
 
     # the objective applies exactly these weights to the per-sample MSE
     def zero_model(x, timesteps, **kw):

@@ -13,6 +13,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from common.diffusion_utils import min_snr_loss_weights  # noqa: F401  (shared; re-exported here)
+
 __all__ = ["sample_training_noise", "min_snr_loss_weights", "training_losses", "StableDiffusionModel"]
 
 
@@ -39,40 +41,6 @@ def sample_training_noise(latents, noise_offset=0.0, input_perturbation=0.0):
     if input_perturbation:
         input_noise = noise + input_perturbation * paddle.randn(latents.shape, dtype=latents.dtype)
     return noise, input_noise
-
-
-def min_snr_loss_weights(noise_scheduler, timesteps, snr_gamma, prediction_type="epsilon"):
-    """Per-sample Min-SNR-gamma loss weights (Hang et al. 2023, arXiv 2303.09556, sec. 3.4).
-
-    With ``SNR(t) = abar_t / (1 - abar_t)`` the paper's weight on the x0-space loss is
-    ``min(SNR, gamma)``; rewritten for the network's target this becomes
-
-    * ``epsilon``:      ``min(SNR, gamma) / SNR``
-    * ``v_prediction``: ``min(SNR, gamma) / (SNR + 1)``
-
-    Args:
-        noise_scheduler: a DDPM-family scheduler with ``alphas_cumprod``.
-        timesteps: int64 tensor ``(B,)``.
-        snr_gamma: gamma (> 0), 5.0 recommended by the paper.
-        prediction_type: ``"epsilon"`` or ``"v_prediction"``.
-
-    Returns:
-        float32 tensor ``(B,)``.
-
-    Raises:
-        ValueError: unknown ``prediction_type`` or ``snr_gamma <= 0``.
-    """
-    from ppdiffusers.training_utils import compute_snr
-
-    if snr_gamma is None or snr_gamma <= 0:
-        raise ValueError(f"--snr_gamma must be > 0, got {snr_gamma}")
-    snr = compute_snr(noise_scheduler, timesteps)
-    clipped = paddle.minimum(snr, paddle.full_like(snr, float(snr_gamma)))
-    if prediction_type == "epsilon":
-        return clipped / snr
-    if prediction_type == "v_prediction":
-        return clipped / (snr + 1.0)
-    raise ValueError(f"--prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
 
 
 def training_losses(model, x_start, model_kwargs, noise_scheduler, prediction_type="epsilon", snr_gamma=None, noise_offset=0.0, input_perturbation=0.0):

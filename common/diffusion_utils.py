@@ -1,0 +1,43 @@
+"""Small diffusion-objective helpers shared by the ppdiffusers-scheduler training scripts
+(stable_diffusion, ddpm_tutorial's explicit loop)."""
+import paddle
+
+__all__ = ["min_snr_loss_weights"]
+
+
+def min_snr_loss_weights(noise_scheduler, timesteps, snr_gamma, prediction_type="epsilon"):
+    """Per-sample Min-SNR-gamma loss weights (Hang et al. 2023, arXiv 2303.09556, sec. 3.4).
+
+    With ``SNR(t) = abar_t / (1 - abar_t)`` the paper's weight on the x0-space loss is
+    ``min(SNR, gamma)``; rewritten for the network's target (the same per-sample factor as
+    diffusers' ``train_text_to_image --snr_gamma`` for epsilon / v) this becomes
+
+    * ``epsilon``:      ``min(SNR, gamma) / SNR``
+    * ``v_prediction``: ``min(SNR, gamma) / (SNR + 1)``
+    * ``sample`` (x0):  ``min(SNR, gamma)``
+
+    Args:
+        noise_scheduler: a DDPM-family scheduler with ``alphas_cumprod``.
+        timesteps: int64 tensor ``(B,)``.
+        snr_gamma: gamma (> 0), 5.0 recommended by the paper.
+        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
+
+    Returns:
+        float32 tensor ``(B,)``.
+
+    Raises:
+        ValueError: unknown ``prediction_type`` or ``snr_gamma <= 0``.
+    """
+    from ppdiffusers.training_utils import compute_snr
+
+    if snr_gamma is None or snr_gamma <= 0:
+        raise ValueError(f"--snr_gamma must be > 0, got {snr_gamma}")
+    snr = compute_snr(noise_scheduler, timesteps)
+    clipped = paddle.minimum(snr, paddle.full_like(snr, float(snr_gamma)))
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1.0)
+    if prediction_type == "sample":
+        return clipped
+    raise ValueError(f"--prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
