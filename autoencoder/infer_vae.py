@@ -13,19 +13,14 @@ Example::
         --image ../data/demo/photos/astronaut.png --sizes 256 512 --output_dir recon
 """
 import argparse
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import numpy as np
+import paddle
+from PIL import Image
 
-apply_cpu_env()  # must run before paddle is imported
-
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from common.images import array_to_pil, list_images, pil_to_tensor_array  # noqa: E402
+from common.images import array_to_pil, list_images, pil_to_tensor_array
 
 
 def reconstruct(vae, image, size, sample_posterior=True, generator_seed=None):

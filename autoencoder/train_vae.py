@@ -9,28 +9,22 @@ Run ``python train_vae.py -h`` for the arguments; README.md has the launch comma
 """
 import argparse
 import json
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import paddle
+import paddle.distributed as dist
 
-apply_cpu_env()  # must run before paddle is imported
-
-import paddle  # noqa: E402
-import paddle.distributed as dist  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder, for vae_*.py
-from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors  # noqa: E402
-from common.checkpoint import gather_rng_states, load_checkpoint, restore_rank_rng_state, save_checkpoint  # noqa: E402
-from common.distributed import shutdown_distributed, barrier, init_distributed, seed_everything  # noqa: E402
-from common.images import ResumableBatchSampler, save_grid  # noqa: E402
-from common.logging_utils import TrainLogger, get_logger  # noqa: E402
-from common.run_guard import TrainingGuard, add_guard_arguments, start_run  # noqa: E402
-from common.weights import load_state_dict_strict  # noqa: E402
-from vae_data import build_dataset  # noqa: E402
-from vae_losses import LPIPSWithDiscriminator  # noqa: E402
-from vae_model import VAEWithPosterior, build_vae, load_portable_optimizer_state, portable_optimizer_state, read_vae_config, resize_to  # noqa: E402
+from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors
+from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, restore_rank_rng_state, save_checkpoint
+from common.distributed import barrier, init_distributed, seed_everything, seed_model_init, shutdown_distributed
+from common.images import ResumableBatchSampler, sample_grid_path, save_grid
+from common.logging_utils import TrainLogger, get_logger
+from common.run_guard import TrainingGuard, add_guard_arguments, start_run
+from common.weights import load_state_dict_strict
+from vae_data import build_dataset
+from vae_losses import LPIPSWithDiscriminator
+from vae_model import VAEWithPosterior, build_vae, read_vae_config, resize_to
 
 
 def parse_args(argv=None):
@@ -169,10 +163,9 @@ def train(args, run, guard):
     global_step, epoch, batch_in_epoch = (state["step"], state["epoch"], state["batch_in_epoch"]) if state else (0, 0, 0)
 
     # ---- data
-    # the laion stream cannot seek: a resumed run reads it in a fresh order (seed + step)
-    data_seed = args.seed + global_step if args.dataset_type == "text_image_pair" else args.seed
-    dataset, iterable = build_dataset(args.dataset_type, args.resolution, args.file_list, args.imagenet_root, args.min_crop_scale, args.random_flip, seed=data_seed)
+    dataset, iterable = build_dataset(args.dataset_type, args.resolution, args.file_list, args.imagenet_root, args.min_crop_scale, args.random_flip, seed=args.seed)
     if iterable:
+        dataset.resume_at(global_step, args.batch_size)  # the laion stream seeks past what was trained on, without decoding it
         loader = paddle.io.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, drop_last=True)
         sampler = None
     else:
@@ -181,8 +174,8 @@ def train(args, run, guard):
             raise ValueError(f"{len(dataset)} images per rank are fewer than --batch_size {args.batch_size}")
         loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers)
 
-    # ---- models (same seed on every rank -> identical initial weights)
-    paddle.seed(args.seed)
+    # ---- models: the same initial weights on every rank (and fixed by --seed)
+    seed_model_init(args.seed)
     vae, _ = build_vae(args.pretrained_model_name_or_path, args.vae_config_file, args.from_scratch, args.ignore_keys, args.init_from_ckpt, logger=logger if is_main else None)
     config = dict(vae.config)
     enc_hw, latent_hw, out_hw = check_shapes(config, args.input_size, args.resolution)
@@ -194,7 +187,7 @@ def train(args, run, guard):
     model = VAEWithPosterior(vae)
     vae.train()
     loss_fn.train()
-    seed_everything(args.seed)
+    seed_everything(args.seed)  # from here on each rank its own stream (posterior samples): seed * world_size + rank
 
     # ---- optimizers: generator (decoder side [+ encoder side] + logvar) and discriminator
     gen_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
@@ -216,8 +209,8 @@ def train(args, run, guard):
 
         load_state_dict_strict(vae, AutoencoderKL.from_pretrained(ckpt).state_dict(), ckpt)  # another VAE's checkpoint fails here
         loss_fn.set_state_dict(state["loss"])  # discriminator + logvar
-        load_portable_optimizer_state(opt_ae, gen_params, state["opt_ae"])
-        load_portable_optimizer_state(opt_disc, disc_params, state["opt_disc"])
+        load_optimizer_state(opt_ae, state["opt_ae"], gen_params)
+        load_optimizer_state(opt_disc, state["opt_disc"], disc_params)
         restore_rank_rng_state(state["rng"])  # posterior sampling continues exactly, each rank its own stream
         logger.info("resumed from %s at step %d", ckpt, global_step)
 
@@ -249,7 +242,7 @@ def train(args, run, guard):
         path = None
         if is_main:
             ckpt_state = {
-                "opt_ae": portable_optimizer_state(opt_ae, gen_params), "opt_disc": portable_optimizer_state(opt_disc, disc_params),
+                "opt_ae": optimizer_state(opt_ae, gen_params), "opt_disc": optimizer_state(opt_disc, disc_params),
                 "loss": loss_fn.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "rng": rngs, "args": vars(args),
             }
@@ -290,7 +283,7 @@ def train(args, run, guard):
             with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps({"step": global_step, **record}) + "\n")
         if global_step % args.image_logging_steps == 0 and is_main:
-            log_reconstructions(x, rec, os.path.join(args.output_dir, "reconstructions", f"step_{global_step:06d}.png"), tlog, global_step)
+            log_reconstructions(x, rec, sample_grid_path(args.output_dir, global_step), tlog, global_step)
         if global_step % args.save_steps == 0 or guard.stop_requested:
             path = save(global_step)
             if guard.stop_requested:  # SIGTERM/SIGINT on some rank: saved, now exit non-zero
@@ -306,8 +299,8 @@ def train(args, run, guard):
             vae.register_to_config(scaling_factor=factor)
         final_dir = os.path.join(args.output_dir, "final")
         vae.save_pretrained(final_dir)
-        if x is not None:
-            log_reconstructions(x, rec, os.path.join(args.output_dir, "reconstructions", "final.png"), tlog, global_step)
+        if x is not None and global_step % args.image_logging_steps:  # the last step's grid (unless just written)
+            log_reconstructions(x, rec, sample_grid_path(args.output_dir, global_step), tlog, global_step)
         logger.info("final VAE written to %s (AutoencoderKL.from_pretrained loads it)", final_dir)
     # every rank reports its weights so a multi-process run can be checked for drift
     checksum = sum(float(p.astype("float64").abs().sum()) for p in vae.parameters())

@@ -53,19 +53,16 @@ class RandomCropTransform:
 
 
 class _LaionProcess:
-    """``process_fn`` for :class:`LaionDataset`: each reader (rank x worker) gets its own RNG."""
+    """``process_fn`` for :class:`LaionDataset`: each sample's crop/flip comes from its own RNG
+    ``(seed, sample_index)`` (``sample_index`` is unique in the run), so a resumed stream that
+    skips the consumed records without decoding them draws what the uninterrupted run drew."""
 
     def __init__(self, transform, seed):
         self.transform = transform
         self.seed = seed
-        self.rng = None
 
-    def __call__(self, image, caption):
-        if self.rng is None:
-            from common.laion import _reader_identity
-
-            self.rng = np.random.default_rng([self.seed, _reader_identity()[0]])
-        return {"pixel_values": self.transform(image, self.rng)}
+    def __call__(self, image, caption, sample_index=0):
+        return {"pixel_values": self.transform(image, np.random.default_rng([self.seed, int(sample_index)]))}
 
 
 def default_imagenet_root():

@@ -1,5 +1,6 @@
 """Building the AutoencoderKL to train (from a JSON config, a pretrained folder / hub id, or a
-mix: pretrained encoder + new decoder), and small helpers the training loop needs."""
+mix: pretrained encoder + new decoder), and small helpers the training loop needs.  (Optimizer
+state is saved with :func:`common.checkpoint.optimizer_state`, like every plain loop.)"""
 import os
 import warnings
 
@@ -7,7 +8,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-__all__ = ["read_vae_config", "pin_encoder_channels", "filter_state_dict", "build_vae", "VAEWithPosterior", "resize_to", "portable_optimizer_state", "load_portable_optimizer_state"]
+__all__ = ["read_vae_config", "pin_encoder_channels", "filter_state_dict", "build_vae", "VAEWithPosterior", "resize_to"]
 
 
 def read_vae_config(path):
@@ -138,29 +139,3 @@ class VAEWithPosterior(nn.Layer):
         dist = self.vae.encode(x).latent_dist
         z = dist.sample() if sample_posterior else dist.mode()
         return self.vae.decode(z).sample, dist.mean, dist.logvar
-
-
-def _rename_keys(state, mapping):
-    out = {}
-    for key, value in state.items():
-        new = key
-        for old_prefix, new_prefix in mapping:
-            if key == old_prefix or key.startswith(old_prefix + "_"):
-                new = new_prefix + key[len(old_prefix):]
-                break
-        out[new] = value
-    return out
-
-
-def portable_optimizer_state(optimizer, parameters):
-    """``optimizer.state_dict()`` with each parameter's auto-generated name replaced by its
-    position (``param<i>``) in ``parameters``, so it loads into a rebuilt model whose parameters
-    got other names (a new process, or several models built in one process)."""
-    mapping = sorted(((p.name, f"param{i}") for i, p in enumerate(parameters)), key=lambda t: -len(t[0]))
-    return _rename_keys(optimizer.state_dict(), mapping)
-
-
-def load_portable_optimizer_state(optimizer, parameters, state):
-    """Inverse of :func:`portable_optimizer_state`: load ``state`` into ``optimizer``."""
-    mapping = sorted(((f"param{i}", p.name) for i, p in enumerate(parameters)), key=lambda t: -len(t[0]))
-    optimizer.set_state_dict(_rename_keys(state, mapping))

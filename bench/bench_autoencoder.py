@@ -7,21 +7,25 @@ Rows (each measured in its own process so peak RSS belongs to that row):
 * ``f8f16``      -- config/vae.json (f8 encoder / f16 decoder, 75M params), 256 px input -> 512 px
                     target, batch 1, no LPIPS, GAN on; only with ``--f8f16`` (slow on CPU)
 
-Usage: ``python bench/bench_autoencoder.py [--steps 10] [--f8f16]``
+With ``--compare torch`` every row is also timed in PyTorch: diffusers ``Encoder``/``Decoder`` with the
+same channel lists, the same L1 + KL + log-variance loss, PatchGAN, adaptive weight and Adam
+(bench/torch_mirrors.py).  Harness: bench/bench_common.py.
+
+Usage: ``python bench/bench_autoencoder.py [--steps 10] [--f8f16] [--compare torch --torch_python PY]``
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO_ROOT)
-from common.cpu_env import apply_cpu_env  # noqa: E402
+from common.cpu_env import apply_cpu_env
 
 apply_cpu_env(verbose=False)
 
+from bench_common import add_bench_arguments, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
+
+DISC = dict(input_nc=3, ndf=64, n_layers=3)  # the PatchGAN train_vae.py builds (LPIPSWithDiscriminator defaults)
 ROWS = {
     "demo": dict(config="vae_demo.json", batch=8, resolution=32, input_size=None, gan=False),
     "demo+gan": dict(config="vae_demo.json", batch=8, resolution=32, input_size=None, gan=True),
@@ -35,7 +39,6 @@ def run_row(name, steps, warmup=2):
     sys.path.insert(0, os.path.join(REPO_ROOT, "autoencoder"))
     from ppdiffusers import AutoencoderKL
 
-    from common.logging_utils import peak_memory_mb
     from vae_losses import LPIPSWithDiscriminator
     from vae_model import VAEWithPosterior, read_vae_config, resize_to
 
@@ -43,13 +46,13 @@ def run_row(name, steps, warmup=2):
     paddle.seed(0)
     vae = AutoencoderKL.from_config(read_vae_config(os.path.join(REPO_ROOT, "autoencoder", "config", row["config"])))
     model = VAEWithPosterior(vae)
-    loss_fn = LPIPSWithDiscriminator(disc_start=0 if row["gan"] else 10**9, perceptual_weight=0)
+    loss_fn = LPIPSWithDiscriminator(disc_start=0 if row["gan"] else 10**9, perceptual_weight=0, disc_in_channels=DISC["input_nc"],
+                                     disc_ndf=DISC["ndf"], disc_num_layers=DISC["n_layers"])
     opt_ae = paddle.optimizer.Adam(1e-4, parameters=list(vae.parameters()) + [loss_fn.logvar], beta1=0.5, beta2=0.9)
     opt_d = paddle.optimizer.Adam(1e-4, parameters=loss_fn.discriminator.parameters(), beta1=0.5, beta2=0.9)
     x = paddle.rand([row["batch"], 3, row["resolution"], row["resolution"]]) * 2 - 1
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def step():
         enc_in = resize_to(x, (row["input_size"],) * 2) if row["input_size"] else x
         rec, mean, logvar = model(enc_in)
         loss, _ = loss_fn.generator_loss(x, rec, mean, logvar, 0, last_layer=vae.decoder.conv_out.weight)
@@ -61,29 +64,32 @@ def run_row(name, steps, warmup=2):
             opt_d.clear_grad()
             d_loss.backward()
             opt_d.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    params = sum(int(p.numel()) for p in vae.parameters()) / 1e6
-    return {"row": name, "params_M": params, "batch": row["batch"], "ms_per_step": 1000 * sum(times) / len(times), "peak_rss_mb": peak_memory_mb(), "threads": os.environ.get("OMP_NUM_THREADS")}
+        float(loss)
+
+    timing = time_steps(step, warmup, steps)
+    params = sum(int(p.numel()) for p in vae.parameters())
+    disc_params = sum(int(p.numel()) for p in loss_fn.discriminator.parameters() if not p.stop_gradient)  # BN statistics are parameters in paddle
+    return dict(timing, row=f"{name}: VAE step ({row['config']}, {row['input_size'] or row['resolution']}->{row['resolution']} px{', GAN' if row['gan'] else ''})",
+                params=params, params_other=disc_params if row["gan"] else None, batch=row["batch"],
+                images_per_s=row["batch"] * 1000.0 / timing["ms_per_step"], threads=os.environ.get("OMP_NUM_THREADS"),
+                torch=dict(kind="vae", config=config_dict(vae.config), batch=row["batch"], resolution=row["resolution"], input_size=row["input_size"],
+                           gan=row["gan"], disc=DISC, warmup=warmup, steps=steps))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row (after 2 warm-up steps)")
     parser.add_argument("--f8f16", action="store_true", help="also time config/vae.json at 256 -> 512 (1 step)")
-    parser.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)  # child process mode
+    add_bench_arguments(parser)
     args = parser.parse_args()
-    if args.row:
-        print(json.dumps(run_row(args.row, args.steps if args.row != "f8f16" else 1, warmup=2 if args.row != "f8f16" else 1)))
+    check_bench_arguments(parser, args)
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    if args.child:
+        big = args.child == "f8f16"
+        emit(run_row(args.child, 1 if big else args.steps, warmup=1 if big else 2))
         return
-    names = ["demo", "demo+gan"] + (["f8f16"] if args.f8f16 else [])
-    results = []
-    for name in names:
-        out = subprocess.run([sys.executable, __file__, "--row", name, "--steps", str(args.steps)], capture_output=True, text=True, check=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"{'row':<10} {'params(M)':>9} {'batch':>5} {'ms/step':>9} {'peak RSS (MB)':>13} {'threads':>7}")
-    for r in results:
-        print(f"{r['row']:<10} {r['params_M']:>9.2f} {r['batch']:>5} {r['ms_per_step']:>9.1f} {r['peak_rss_mb']:>13.0f} {str(r['threads']):>7}")
+    run_rows(__file__, ["demo", "demo+gan"] + (["f8f16"] if args.f8f16 else []), args, ["--steps", args.steps])
 
 
 if __name__ == "__main__":

@@ -1,35 +1,35 @@
 """Speed and size table for class_conditional/ (DiT and SiT).
 
-    python bench/bench_class_conditional.py [--steps 10] [--batch_size 32]
+    python bench/bench_class_conditional.py [--steps 10] [--batch_size 32] [--rows ...] [--compare torch]
 
 1. ms per training step (forward + backward + AdamW + EMA) at the demo size (4x8x8 latents, i.e.
    32x32 digits through the f4 demo VAE) for a DiT-S/2-like model (config/DiT_S_patch2.json with
    input_size 8) with the DiT diffusion loss, the same backbone with the SiT transport loss, and
-   the demo configs.
+   the demo configs; then DiT-S/2 (batch 4) and, with ``--rows xl2_32_sit``, DiT-XL/2 (batch 1) at
+   the real 4x32x32 latents.  Each row in its own process (bench/bench_common.py).  With
+   ``--compare torch`` the SiT-loss rows are also timed in PyTorch: the same network assembled from
+   the diffusers blocks (bench/torch_mirrors.py), same loss, AdamW and EMA.
 2. parameter counts of every config under class_conditional/config/ next to the paper's figure
    (counted without allocating the weights, with paddle.LazyGuard).
 """
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "class_conditional"))  # its modules, by plain name
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
 import argparse
 import glob
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import numpy as np
+import paddle
+from ppdiffusers.training_utils import EMAModel
 
-apply_cpu_env()  # must run before paddle is imported
+from diffusion import create_diffusion
+from models import DiT, load_model_config, model_kwargs
+from transport import create_transport
 
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-from ppdiffusers.training_utils import EMAModel  # noqa: E402
+from bench_common import add_bench_arguments, check_bench_arguments, emit, run_rows, time_steps  # noqa: E402
 
-from class_conditional.diffusion import create_diffusion  # noqa: E402
-from class_conditional.models import DiT, load_model_config  # noqa: E402
-from class_conditional.models.dit import model_kwargs  # noqa: E402
-from class_conditional.transport import create_transport  # noqa: E402
-
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "class_conditional", "config")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "class_conditional", "config")
 
 
 def count_lazy(cfg):
@@ -44,9 +44,29 @@ def count_lazy(cfg):
     return int(sum(np.prod(p.shape) for p in model.parameters() if not p.stop_gradient))
 
 
-def time_steps(cfg, objective, batch_size, steps):
+def row_specs(batch_size, steps):
+    """``{name: (label, config, objective, batch, timed steps, warm-up steps)}``; objective is ``"dit"``
+    (Gaussian diffusion with learned sigma, Paddle only) or ``"sit"`` (Linear path, velocity: mirrored in PyTorch)."""
+    small = dict(load_model_config(os.path.join(CONFIG_DIR, "DiT_S_patch2.json")), input_size=8)
+    return {
+        "s2_8_dit": ("DiT-S/2 @ 4x8x8, DiT diffusion", small, "dit", batch_size, steps, 1),
+        "s2_8_sit": ("DiT-S/2 @ 4x8x8, SiT Linear/velocity", dict(small, model_type="SiT"), "sit", batch_size, steps, 1),
+        "dit_demo": ("DiT_demo.json, DiT diffusion", load_model_config(os.path.join(CONFIG_DIR, "DiT_demo.json")), "dit", batch_size, steps, 1),
+        "sit_demo": ("SiT_demo.json, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "SiT_demo.json")), "sit", batch_size, steps, 1),
+        # real configs (latent 4x32x32 = 256 px through an f8 VAE) at a small batch, backbone step with the SiT loss
+        "s2_32_sit": ("DiT-S/2 @ 4x32x32, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "DiT_S_patch2.json")), "sit", 4, 2, 1),
+        "xl2_32_sit": ("DiT-XL/2 @ 4x32x32, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "DiT_XL_patch2.json")), "sit", 1, 2, 1),
+    }
+
+
+DEFAULT_ROWS = ["s2_8_dit", "s2_8_sit", "dit_demo", "sit_demo", "s2_32_sit"]  # xl2_32_sit needs ~14 GiB per framework (fp32 AdamW + EMA)
+
+
+def run_row(label, cfg, objective_name, batch_size, steps, warmup):
+    """One timed row: DiT forward + objective + backward + AdamW(1e-4) + EMA update, on random latents ``(B, C, s, s)`` and labels < 10."""
     paddle.seed(0)
     model = DiT(**model_kwargs(cfg))
+    objective = create_diffusion("") if objective_name == "dit" else create_transport("Linear")
     opt = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=model.parameters())
     ema = EMAModel(model.parameters())
     x = paddle.randn([batch_size, cfg["in_channels"], cfg["input_size"], cfg["input_size"]])
@@ -58,32 +78,32 @@ def time_steps(cfg, objective, batch_size, steps):
         opt.step()
         opt.clear_grad()
         ema.step(model.parameters())
+        float(loss)
 
-    step()  # warm-up
-    t0 = time.time()
-    for _ in range(steps):
-        step()
-    return (time.time() - t0) / steps * 1000.0
+    timing = time_steps(step, warmup, steps)
+    result = dict(timing, row=label, params=count_lazy(cfg), batch=batch_size, images_per_s=batch_size * 1000.0 / timing["ms_per_step"])
+    if objective_name == "sit":
+        result["torch"] = dict(kind="dit", config=model_kwargs(cfg), batch=batch_size, warmup=warmup, steps=steps)
+    else:
+        result["torch_note"] = "the DiT Gaussian-diffusion loss (learned sigma, VLB term) is not mirrored; the SiT row of the same backbone is"
+    return result
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per row")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per demo-size row")
+    p.add_argument("--batch_size", type=int, default=32, help="batch of the demo-size rows")
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(row_specs(1, 1)), help="rows to run (default: all but xl2_32_sit)")
+    add_bench_arguments(p)
     args = p.parse_args()
-
-    small = dict(load_model_config(os.path.join(CONFIG_DIR, "DiT_S_patch2.json")), input_size=8)
-    rows = [
-        ("DiT-S/2 @ 4x8x8, DiT diffusion", small, create_diffusion("")),
-        ("DiT-S/2 @ 4x8x8, SiT Linear/velocity", dict(small, model_type="SiT"), create_transport("Linear")),
-        ("DiT_demo.json, DiT diffusion", load_model_config(os.path.join(CONFIG_DIR, "DiT_demo.json")), create_diffusion("")),
-        ("SiT_demo.json, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "SiT_demo.json")), create_transport("Linear")),
-    ]
-    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, batch {args.batch_size}, {args.steps} timed steps")
-    print(f"{'model / objective':42s} {'params':>10s} {'ms/step':>9s} {'img/s':>7s}")
-    for name, cfg, objective in rows:
-        ms = time_steps(cfg, objective, args.batch_size, args.steps)
-        print(f"{name:42s} {count_lazy(cfg) / 1e6:9.2f}M {ms:9.1f} {args.batch_size / ms * 1000:7.1f}")
+    check_bench_arguments(p, args)
+    if args.steps < 1 or args.batch_size < 1:
+        p.error(f"--steps and --batch_size must be >= 1, got {args.steps} and {args.batch_size}")
+    specs = row_specs(args.batch_size, args.steps)
+    if args.child:
+        emit(run_row(*specs[args.child]))
+        return
+    run_rows(__file__, args.rows, args, ["--steps", args.steps, "--batch_size", args.batch_size])
 
     print(f"\n{'config':22s} {'ours':>10s} {'paper':>8s}")
     for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.json"))):

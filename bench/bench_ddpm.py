@@ -2,26 +2,29 @@
 
     python bench/bench_ddpm.py                 # all rows
     python bench/bench_ddpm.py --rows train    # one row
+    python bench/bench_ddpm.py --compare torch --torch_python /path/to/venv/bin/python   # and PyTorch + diffusers
 
-Each row runs in its own process so peak RSS is that row's own.  Prints a markdown table:
-ms/step and images/s for training steps of run_train_ddpm.sh's UNet (16/32/64 channels, 32x32,
-batch 8 per process; the main job runs two such processes), of train_unconditional.py's default
-UNet (32/64/128 + attention, batch 32), and images/s decoded by the laion reader (digits parts) and the image-folder reader (faces, 32x32).
-Not a test: numbers depend on the machine (cores, vendor, other load).
+Each row runs in its own process so peak RSS is that row's own (harness: bench/bench_common.py).
+Prints a markdown table: ms/step and images/s for training steps (noise, add_noise, UNet2DModel,
+epsilon MSE, AdamW 1e-4) of run_train_ddpm.sh's UNet (16/32/64 channels, 32x32, batch 8 per
+process; the main job runs two such processes), of train_unconditional.py's default UNet
+(32/64/128 + attention, batch 32), of the tutorial's 128 px GPU layout at batch 2, and images/s
+decoded by the laion reader (digits parts) and the image-folder reader (faces, 32x32).  With
+``--compare torch`` every UNet row is also timed as the same diffusers ``UNet2DModel`` config
+(bench/torch_mirrors.py).  Not a test: numbers depend on the machine (cores, vendor, other load).
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "ddpm_tutorial"))
+from bench_common import add_bench_arguments, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 
-def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), attention_levels=(), layers_per_block=1):
+def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), attention_levels=(), layers_per_block=1, resolution=None):
     import paddle
     import paddle.nn.functional as F
     from denoising_diffusion import build_unet
@@ -29,25 +32,26 @@ def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), atte
 
     import train_unconditional
 
-    args = train_unconditional.parse_args([])
-    unet = build_unet(args.resolution, block_out_channels, attention_levels, layers_per_block)
+    resolution = resolution or train_unconditional.parse_args([]).resolution
+    unet = build_unet(resolution, block_out_channels, attention_levels, layers_per_block)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     opt = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=unet.parameters())
-    x = paddle.rand([batch, 3, args.resolution, args.resolution]) * 2 - 1
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.time()
+    x = paddle.rand([batch, 3, resolution, resolution]) * 2 - 1
+
+    def step():
         noise = paddle.randn(x.shape)
         t = paddle.randint(0, 1000, [batch], dtype="int64")
         loss = F.mse_loss(unet(scheduler.add_noise(x, noise, t), t).sample, noise)
         loss.backward()
         opt.step()
         opt.clear_grad()
-        if i >= warmup:
-            times.append(time.time() - t0)
-    ms = 1000 * sum(times) / len(times)
-    params = sum(p.numel().item() for p in unet.parameters()) / 1e6
-    return {"row": f"ddpm train step (UNet2DModel {params:.2f}M, {args.resolution}px, batch {batch})", "ms_per_step": ms, "images_per_s": batch / (ms / 1000)}
+        float(loss)
+
+    timing = time_steps(step, warmup, steps)
+    params = sum(int(p.numel()) for p in unet.parameters())
+    return dict(timing, row=f"ddpm train step (UNet2DModel {params / 1e6:.2f}M, {resolution}px, batch {batch})", params=params, batch=batch,
+                images_per_s=batch * 1000.0 / timing["ms_per_step"],
+                torch=dict(kind="unet2d", config=config_dict(unet.config), batch=batch, resolution=resolution, warmup=warmup, steps=steps))
 
 
 def row_laion():
@@ -64,7 +68,8 @@ def row_laion():
     for batch in loader:
         n += batch["pixel_values"].shape[0]
     sec = time.time() - t0
-    return {"row": "laion reader (digits parts, PNG base64 decode, 1 process)", "ms_per_step": float("nan"), "images_per_s": n / sec}
+    return {"row": "laion reader (digits parts, PNG base64 decode, 1 process)", "ms_per_step": float("nan"), "images_per_s": n / sec, "batch": 64,
+            "torch_note": "data reader, no model"}
 
 
 def row_folder():
@@ -81,7 +86,8 @@ def row_folder():
         for batch in loader:
             n += batch["pixel_values"].shape[0]
     sec = time.time() - t0
-    return {"row": "image-folder reader (faces -> 32x32, flip, 1 process)", "ms_per_step": float("nan"), "images_per_s": n / sec}
+    return {"row": "image-folder reader (faces -> 32x32, flip, 1 process)", "ms_per_step": float("nan"), "images_per_s": n / sec, "batch": 32,
+            "torch_note": "data reader, no model"}
 
 
 def row_train_script_default():
@@ -89,36 +95,27 @@ def row_train_script_default():
     return row_train(batch=args.train_batch_size, block_out_channels=args.block_out_channels, attention_levels=args.attention_levels, layers_per_block=args.layers_per_block)
 
 
-ROWS = {"train": row_train, "train_script_default": row_train_script_default, "laion": row_laion, "folder": row_folder}
+def row_tutorial128():
+    """The tutorial's GPU layout (README: 128 px, 128/128/256/256/512/512, attention at level 4, 2 layers per block) at batch 2."""
+    return row_train(steps=2, warmup=1, batch=2, block_out_channels=(128, 128, 256, 256, 512, 512), attention_levels=(4,), layers_per_block=2, resolution=128)
+
+
+ROWS = {"train": row_train, "train_script_default": row_train_script_default, "tutorial128": row_tutorial128, "laion": row_laion, "folder": row_folder}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    add_bench_arguments(p)
     args = p.parse_args()
+    check_bench_arguments(p, args)
     if args.child:
         from common.cpu_env import apply_cpu_env
 
         apply_cpu_env(verbose=False)
-        import resource
-
-        result = ROWS[args.child]()
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("BENCH " + json.dumps(result))
+        emit(ROWS[args.child]())
         return
-    from common.cpu_env import cpu_env_settings, cpu_vendor
-
-    print(f"cpu: {cpu_vendor()} x {os.cpu_count()} cores; settings: {cpu_env_settings()[0] or 'from environment'}")
-    print("| row | ms/step | images/s | peak RSS (MiB) |\n|---|---|---|---|")
-    for name in args.rows:
-        out = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, cwd=REPO_ROOT)
-        line = [l for l in out.stdout.splitlines() if l.startswith("BENCH ")]
-        if not line:
-            print(f"| {name} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode} | | |")
-            continue
-        r = json.loads(line[0][6:])
-        print(f"| {r['row']} | {r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+    run_rows(__file__, args.rows, args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ AdamW update, on random features of the config's shapes.  Rows: U-ViT-S/2 (deep)
 batch 1 and at the demo's batch 64.  Also prints the parameter count against the paper's
 (Bao et al. 2023, U-ViT-S/2 (Deep): 58M).
 
-    python bench/bench_ldm_uvit.py [--steps 3] [--warmup 1]
+    python bench/bench_ldm_uvit.py [--steps 3] [--warmup 1] [--rows demo_b64 ...]
+
+Each row runs in its own process (bench/bench_common.py), so peak RSS is the row's own.
+``--compare torch`` is accepted for symmetry with the other bench scripts but U-ViT has no
+diffusers mirror, so the rows stay Paddle-only.
 """
 import os
 import sys
@@ -19,16 +23,16 @@ from common.cpu_env import apply_cpu_env  # noqa: E402
 apply_cpu_env()  # must run before paddle is imported
 
 import argparse  # noqa: E402
-import time  # noqa: E402
 
 import paddle  # noqa: E402
 
-from common.logging_utils import peak_memory_mb  # noqa: E402
 from uvit_diffusion import UViTLatentDiffusion  # noqa: E402
 from uvit_trainer import build_unet, load_unet_config  # noqa: E402
 
+from bench_common import add_bench_arguments, check_bench_arguments, emit, run_rows, time_steps  # noqa: E402
+
 PAPER_PARAMS_M = {"uvit_t2i_small_deep": 58.0}
-ROWS = [("uvit_t2i_small_deep", 1), ("uvit_t2i_demo", 1), ("uvit_t2i_demo", 64)]
+ROWS = {"small_deep_b1": ("uvit_t2i_small_deep", 1), "demo_b1": ("uvit_t2i_demo", 1), "demo_b64": ("uvit_t2i_demo", 64)}
 
 
 def bench(config_name, batch, steps, warmup):
@@ -40,33 +44,37 @@ def bench(config_name, batch, steps, warmup):
     s, c = config["sample_size"], config["in_channels"]
     moments = paddle.randn([batch, 2 * c, s, s])
     context = paddle.randn([batch, config["num_text_tokens"], config["clip_dim"]])
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def step():
         loss = model(moments, context)["loss"]
         loss.backward()
         opt.step()
         opt.clear_grad()
         float(loss)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    params = sum(int(p.numel()) for p in unet.parameters()) / 1e6
-    return params, 1000 * sum(times) / len(times), min(times) * 1000
+
+    timing = time_steps(step, warmup, steps)
+    params = sum(int(p.numel()) for p in unet.parameters())
+    return dict(timing, row=f"{config_name}, batch {batch}", params=params, batch=batch, images_per_s=batch * 1000.0 / timing["ms_per_step"],
+                torch_note="U-ViT stays Paddle-only (no diffusers mirror of UViTT2IModel)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per row")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    add_bench_arguments(parser)
     args = parser.parse_args()
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"threads OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}  paddle {paddle.__version__}  device {paddle.device.get_device()}  load average {load}")
-    print(f"{'config':<22}{'batch':>6}{'params (M)':>12}{'paper (M)':>11}{'ms/step':>11}{'min ms':>10}{'imgs/s':>9}{'peak MiB*':>10}")
-    for name, batch in ROWS:
-        params, ms, best = bench(name, batch, args.steps, args.warmup)
-        paper = PAPER_PARAMS_M.get(name)
-        print(f"{name:<22}{batch:>6}{params:>12.2f}{(f'{paper:.0f}' if paper else '-'):>11}{ms:>11.1f}{best:>10.1f}{1000 * batch / ms:>9.1f}{peak_memory_mb():>10.0f}")
-    print("* peak memory of the process so far (RSS on CPU), so each row includes the rows above it")
+    check_bench_arguments(parser, args)
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
+    if args.child:
+        emit(bench(*ROWS[args.child], args.steps, args.warmup))
+        return
+    print(f"paddle {paddle.__version__}, device {paddle.device.get_device()}")
+    run_rows(__file__, args.rows, args, ["--steps", args.steps, "--warmup", args.warmup])
+    for name, paper in PAPER_PARAMS_M.items():
+        print(f"paper parameter count of {name}: {paper:.0f}M (compare the params column)")
 
 
 if __name__ == "__main__":

@@ -1,72 +1,76 @@
 #!/bin/sh
-# DiT with the paddlenlp Trainer (upstream recipe: DiT-XL/2 on fast-DiT ImageNet-256 features).
-# Single node:  sh 0_run_train_dit_trainer.sh            (TRAINING_GPUS_PER_NODE processes)
-# Multi-node:   TRAINER_INSTANCES="10.0.0.1,10.0.0.2" MASTER=10.0.0.1:8080 TRAINERS_NUM=2 sh 0_run_train_dit_trainer.sh
-#               (run the same command on every node; paddle.distributed.launch --ips lists the nodes)
-# Extra flags are passed through ("$@"), e.g. --resume_from_checkpoint latest.
+# DiT with the paddlenlp Trainer (upstream recipe: DiT-XL/2 on fast-DiT ImageNet-256 features,
+# batch 32 per process, lr 1e-4 constant, EMA).  2_run_train_sit_trainer.sh runs this file with
+# the SiT config and transport flags.
+# Single node:  sh class_conditional/0_run_train_dit_trainer.sh               (NPROC processes, from any folder)
+# Multi-node:   NNODES=2 MASTER=10.0.0.1:8080 sh class_conditional/0_run_train_dit_trainer.sh   on every node
+# Relative paths are taken from the repo root.  Extra flags pass through ("$@"), e.g. --resume_from_checkpoint latest.
+# On GPUs as upstream: USE_AMP=1 (AMP_DTYPE=bf16, or fp16) RECOMPUTE=True ENABLE_XFORMERS=True.
 set -e
-HERE=$(cd "$(dirname "$0")" && pwd)
-TRAINER_INSTANCES=${TRAINER_INSTANCES:-127.0.0.1}
-MASTER=${MASTER:-127.0.0.1:8080}
-TRAINERS_NUM=${TRAINERS_NUM:-1}                   # nnodes
-TRAINING_GPUS_PER_NODE=${TRAINING_GPUS_PER_NODE:-8} # processes per node
-DP_DEGREE=${DP_DEGREE:-$((TRAINERS_NUM * TRAINING_GPUS_PER_NODE))}
-MP_DEGREE=${MP_DEGREE:-1}
-SHARDING_DEGREE=${SHARDING_DEGREE:-1}
+cd "$(dirname "$0")/.."
 
-config_file=${CONFIG_FILE:-config/DiT_XL_patch2.json}
-OUTPUT_DIR=${OUTPUT_DIR:-./output_trainer/DiT_XL_patch2_trainer}
-feature_path=${FEATURE_PATH:-./data/fastdit_imagenet256}
-batch_size=${BATCH_SIZE:-32}      # per process
-num_workers=${NUM_WORKERS:-8}
-max_steps=${MAX_STEPS:-7000000}
-logging_steps=${LOGGING_STEPS:-50}
-save_steps=${SAVE_STEPS:-5000}
-image_logging_steps=${IMAGE_LOGGING_STEPS:--1}
-seed=${SEED:-0}
-USE_AMP=${USE_AMP:-False}          # True (bf16) on GPUs as upstream; False on CPU
+NPROC=${NPROC:-8}                  # processes per node
+NNODES=${NNODES:-1}
+MASTER=${MASTER:-}                 # ip:port of node 0, needed when NNODES > 1
+CONFIG_FILE=${CONFIG_FILE:-class_conditional/config/DiT_XL_patch2.json}
+OUTPUT_DIR=${OUTPUT_DIR:-outputs/DiT_XL_patch2_trainer}
+FEATURE_PATH=${FEATURE_PATH:-data/fastdit_imagenet256}
+BATCH_SIZE=${BATCH_SIZE:-32}       # per process
+LEARNING_RATE=${LEARNING_RATE:-1e-4}
+WARMUP_STEPS=${WARMUP_STEPS:-0}
+MAX_STEPS=${MAX_STEPS:-7000000}
+LOGGING_STEPS=${LOGGING_STEPS:-50}
+SAVE_STEPS=${SAVE_STEPS:-5000}
+IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-0}   # > 0: a class grid every N steps (needs VAE)
+NUM_INFERENCE_STEPS=${NUM_INFERENCE_STEPS:-25}  # of the grid
+GUIDANCE_SCALE=${GUIDANCE_SCALE:-4.0}           # of the grid
+NUM_WORKERS=${NUM_WORKERS:-8}
+SEED=${SEED:-0}
+VAE=${VAE:-auto}                   # decodes the grids; upstream: stabilityai/sd-vae-ft-mse
+USE_AMP=${USE_AMP:-0}              # 1: mixed precision (GPU) in AMP_DTYPE
+AMP_DTYPE=${AMP_DTYPE:-bf16}       # bf16 or fp16
 FP16_OPT_LEVEL=${FP16_OPT_LEVEL:-O1}
-recompute=${RECOMPUTE:-False}       # upstream uses True on GPUs
-enable_xformers=${ENABLE_XFORMERS:-False}
-vae=${VAE_NAME_OR_PATH:-auto}       # upstream: stabilityai/sd-vae-ft-mse
+RECOMPUTE=${RECOMPUTE:-False}
+ENABLE_XFORMERS=${ENABLE_XFORMERS:-False}
 
-if [ "$TRAINERS_NUM" = 1 ] && [ "$TRAINING_GPUS_PER_NODE" = 1 ]; then
-  TRAINING_PYTHON="python -u"
-else
-  TRAINING_PYTHON="python -u -m paddle.distributed.launch --master ${MASTER} --nnodes ${TRAINERS_NUM} --nproc_per_node ${TRAINING_GPUS_PER_NODE} --ips ${TRAINER_INSTANCES}"
+case "$USE_AMP:$AMP_DTYPE" in
+  0:*) BF16=False FP16=False ;;
+  1:bf16) BF16=True FP16=False ;;
+  1:fp16) BF16=False FP16=True ;;
+  *) echo "USE_AMP must be 0 or 1 and AMP_DTYPE bf16 or fp16, got USE_AMP=$USE_AMP AMP_DTYPE=$AMP_DTYPE" >&2; exit 2 ;;
+esac
+LAUNCH="python -u"
+if [ "$NPROC" -gt 1 ] || [ "$NNODES" -gt 1 ]; then
+  LAUNCH="python -u -m paddle.distributed.launch --nnodes $NNODES --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs ${MASTER:+--master $MASTER}"
 fi
-${TRAINING_PYTHON} "$HERE/train_image_generation_trainer.py" \
+$LAUNCH class_conditional/train_image_generation_trainer.py \
     --do_train \
-    --feature_path ${feature_path} \
-    --output_dir ${OUTPUT_DIR} \
-    --per_device_train_batch_size ${batch_size} \
+    --config_file "$CONFIG_FILE" \
+    --feature_path "$FEATURE_PATH" \
+    --output_dir "$OUTPUT_DIR" \
+    --per_device_train_batch_size "$BATCH_SIZE" \
     --gradient_accumulation_steps 1 \
-    --learning_rate 1e-4 \
+    --learning_rate "$LEARNING_RATE" \
     --weight_decay 0.0 \
-    --max_steps ${max_steps} \
-    --lr_scheduler_type "constant" \
-    --warmup_steps 0 \
-    --image_logging_steps ${image_logging_steps} \
-    --logging_dir ${OUTPUT_DIR}/tb_log \
-    --logging_steps ${logging_steps} \
-    --save_steps ${save_steps} \
-    --save_total_limit 50 \
-    --dataloader_num_workers ${num_workers} \
-    --vae_name_or_path ${vae} \
-    --config_file ${config_file} \
-    --num_inference_steps 25 \
-    --use_ema True \
+    --lr_scheduler_type constant \
+    --warmup_steps "$WARMUP_STEPS" \
+    --max_steps "$MAX_STEPS" \
     --max_grad_norm -1 \
-    --overwrite_output_dir True \
+    --use_ema True \
+    --logging_dir "$OUTPUT_DIR/tb_log" \
+    --logging_steps "$LOGGING_STEPS" \
+    --save_steps "$SAVE_STEPS" \
+    --save_total_limit 50 \
+    --image_logging_steps "$IMAGE_LOGGING_STEPS" \
+    --num_inference_steps "$NUM_INFERENCE_STEPS" \
+    --cfg_scale "$GUIDANCE_SCALE" \
+    --vae_name_or_path "$VAE" \
+    --dataloader_num_workers "$NUM_WORKERS" \
+    --seed "$SEED" \
+    --bf16 "$BF16" \
+    --fp16 "$FP16" \
+    --fp16_opt_level "$FP16_OPT_LEVEL" \
+    --recompute "$RECOMPUTE" \
+    --enable_xformers_memory_efficient_attention "$ENABLE_XFORMERS" \
     --disable_tqdm True \
-    --fp16_opt_level ${FP16_OPT_LEVEL} \
-    --seed ${seed} \
-    --recompute ${recompute} \
-    --enable_xformers_memory_efficient_attention ${enable_xformers} \
-    --bf16 ${USE_AMP} \
-    --dp_degree ${DP_DEGREE} \
-    --tensor_parallel_degree ${MP_DEGREE} \
-    --sharding_parallel_degree ${SHARDING_DEGREE} \
-    --pipeline_parallel_degree 1 \
-    --sep_parallel_degree 1 \
     "$@"

@@ -1,36 +1,52 @@
 #!/bin/sh
-# DiT with the plain training loop (fast-DiT style).
-# Single node:  sh 1_run_train_dit_notrainer.sh            (NPROC processes)
-# Multi-node:   IPS="10.0.0.1,10.0.0.2" sh 1_run_train_dit_notrainer.sh   on every node
-#               (paddle.distributed.launch --ips; NPROC processes per node)
-# Extra flags pass through ("$@"), e.g. --resume_from_checkpoint latest.
+# DiT with the plain training loop (facebookresearch/DiT train.py / fast-DiT style; upstream recipe:
+# DiT-XL/2, global batch 256 = 32 per process x 8, lr 1e-4 constant, EMA).  3_run_train_sit_notrainer.sh
+# runs this file with the SiT config and transport flags.
+# Single node:  sh class_conditional/1_run_train_dit_notrainer.sh             (NPROC processes, from any folder)
+# Multi-node:   NNODES=2 MASTER=10.0.0.1:8080 sh class_conditional/1_run_train_dit_notrainer.sh   on every node
+# Relative paths are taken from the repo root.  Extra flags pass through ("$@"), e.g. --resume_from_checkpoint latest.
 set -e
-HERE=$(cd "$(dirname "$0")" && pwd)
-NPROC=${NPROC:-8}
-IPS=${IPS:-127.0.0.1}
-config_file=${CONFIG_FILE:-config/DiT_XL_patch2.json}
-results_dir=${RESULTS_DIR:-./output_notrainer/DiT_XL_patch2_notrainer}
-feature_path=${FEATURE_PATH:-./data/fastdit_imagenet256}
-global_batch_size=${GLOBAL_BATCH_SIZE:-256}
-num_workers=${NUM_WORKERS:-8}
-max_steps=${MAX_STEPS:-7000000}
-logging_steps=${LOGGING_STEPS:-50}
-save_steps=${SAVE_STEPS:-5000}
-vae=${VAE_NAME_OR_PATH:-auto}
+cd "$(dirname "$0")/.."
 
-if [ "$NPROC" = 1 ] && [ "$IPS" = 127.0.0.1 ]; then
-  TRAINING_PYTHON="python -u"
-else
-  TRAINING_PYTHON="python -u -m paddle.distributed.launch --nproc_per_node ${NPROC} --ips ${IPS}"
+NPROC=${NPROC:-8}                  # processes per node
+NNODES=${NNODES:-1}
+MASTER=${MASTER:-}                 # ip:port of node 0, needed when NNODES > 1
+CONFIG_FILE=${CONFIG_FILE:-class_conditional/config/DiT_XL_patch2.json}
+OUTPUT_DIR=${OUTPUT_DIR:-outputs/DiT_XL_patch2_notrainer}
+FEATURE_PATH=${FEATURE_PATH:-data/fastdit_imagenet256}
+BATCH_SIZE=${BATCH_SIZE:-32}       # per process: --global_batch_size = BATCH_SIZE x NPROC x NNODES
+LEARNING_RATE=${LEARNING_RATE:-1e-4}
+MAX_STEPS=${MAX_STEPS:-7000000}
+LOGGING_STEPS=${LOGGING_STEPS:-50}
+SAVE_STEPS=${SAVE_STEPS:-5000}
+IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-0}   # > 0: a class grid every N steps (needs VAE)
+NUM_INFERENCE_STEPS=${NUM_INFERENCE_STEPS:-25}  # of the grid
+GUIDANCE_SCALE=${GUIDANCE_SCALE:-4.0}           # of the grid
+NUM_WORKERS=${NUM_WORKERS:-8}
+SEED=${SEED:-0}
+VAE=${VAE:-auto}                   # decodes the grids; upstream: stabilityai/sd-vae-ft-mse
+RECOMPUTE=${RECOMPUTE:-False}
+ENABLE_XFORMERS=${ENABLE_XFORMERS:-False}
+
+LAUNCH="python -u"
+if [ "$NPROC" -gt 1 ] || [ "$NNODES" -gt 1 ]; then
+  LAUNCH="python -u -m paddle.distributed.launch --nnodes $NNODES --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs ${MASTER:+--master $MASTER}"
 fi
-${TRAINING_PYTHON} "$HERE/train_image_generation_notrainer.py" \
-    --config_file ${config_file} \
-    --feature_path ${feature_path} \
-    --results_dir ${results_dir} \
-    --global_batch_size ${global_batch_size} \
-    --num_workers ${num_workers} \
-    --max_steps ${max_steps} \
-    --log_every ${logging_steps} \
-    --ckpt_every ${save_steps} \
-    --vae_name_or_path ${vae} \
+$LAUNCH class_conditional/train_image_generation_notrainer.py \
+    --config_file "$CONFIG_FILE" \
+    --feature_path "$FEATURE_PATH" \
+    --results_dir "$OUTPUT_DIR" \
+    --global_batch_size "$((BATCH_SIZE * NPROC * NNODES))" \
+    --learning_rate "$LEARNING_RATE" \
+    --max_steps "$MAX_STEPS" \
+    --log_every "$LOGGING_STEPS" \
+    --ckpt_every "$SAVE_STEPS" \
+    --image_logging_steps "$IMAGE_LOGGING_STEPS" \
+    --num_inference_steps "$NUM_INFERENCE_STEPS" \
+    --cfg_scale "$GUIDANCE_SCALE" \
+    --vae_name_or_path "$VAE" \
+    --num_workers "$NUM_WORKERS" \
+    --global_seed "$SEED" \
+    --recompute "$RECOMPUTE" \
+    --enable_xformers_memory_efficient_attention "$ENABLE_XFORMERS" \
     "$@"

@@ -1,42 +1,15 @@
 #!/bin/sh
-# SiT with the plain training loop (Linear path, velocity prediction by default).
-# Single node:  sh 3_run_train_sit_notrainer.sh            (NPROC processes)
-# Multi-node:   IPS="10.0.0.1,10.0.0.2" sh 3_run_train_sit_notrainer.sh   on every node
-#               (paddle.distributed.launch --ips; NPROC processes per node)
-# Extra flags pass through ("$@"), e.g. --resume_from_checkpoint latest.
+# SiT with the plain training loop (SiT-XL/2; Linear path, velocity prediction by default):
+# 1_run_train_dit_notrainer.sh with the SiT config, its own output folder and the transport flags.
+# Every knob of 1_run_train_dit_notrainer.sh applies (NPROC, NNODES, MASTER, BATCH_SIZE, MAX_STEPS, ...), plus
+# PATH_TYPE (Linear | GVP | VP), PREDICTION (velocity | score | noise), LOSS_WEIGHT (None | velocity | likelihood).
+# Extra flags pass through ("$@"), e.g. --train_eps 1e-3 --sampling_method heun.
 set -e
 HERE=$(cd "$(dirname "$0")" && pwd)
-NPROC=${NPROC:-8}
-IPS=${IPS:-127.0.0.1}
-config_file=${CONFIG_FILE:-config/SiT_XL_patch2.json}
-results_dir=${RESULTS_DIR:-./output_notrainer/SiT_XL_patch2_notrainer}
-feature_path=${FEATURE_PATH:-./data/fastdit_imagenet256}
-global_batch_size=${GLOBAL_BATCH_SIZE:-256}
-num_workers=${NUM_WORKERS:-8}
-max_steps=${MAX_STEPS:-7000000}
-logging_steps=${LOGGING_STEPS:-50}
-save_steps=${SAVE_STEPS:-5000}
-vae=${VAE_NAME_OR_PATH:-auto}
-path_type=${PATH_TYPE:-Linear}       # Linear, GVP or VP
-prediction=${PREDICTION:-velocity}  # velocity, score or noise
-loss_weight=${LOSS_WEIGHT:-None}    # None, velocity or likelihood
-
-if [ "$NPROC" = 1 ] && [ "$IPS" = 127.0.0.1 ]; then
-  TRAINING_PYTHON="python -u"
-else
-  TRAINING_PYTHON="python -u -m paddle.distributed.launch --nproc_per_node ${NPROC} --ips ${IPS}"
-fi
-${TRAINING_PYTHON} "$HERE/train_image_generation_notrainer.py" \
-    --config_file ${config_file} \
-    --feature_path ${feature_path} \
-    --results_dir ${results_dir} \
-    --global_batch_size ${global_batch_size} \
-    --num_workers ${num_workers} \
-    --max_steps ${max_steps} \
-    --log_every ${logging_steps} \
-    --ckpt_every ${save_steps} \
-    --vae_name_or_path ${vae} \
-    --path_type ${path_type} \
-    --prediction ${prediction} \
-    --loss_weight ${loss_weight} \
+export CONFIG_FILE="${CONFIG_FILE:-class_conditional/config/SiT_XL_patch2.json}"
+export OUTPUT_DIR="${OUTPUT_DIR:-outputs/SiT_XL_patch2_notrainer}"
+exec sh "$HERE/1_run_train_dit_notrainer.sh" \
+    --path_type "${PATH_TYPE:-Linear}" \
+    --prediction "${PREDICTION:-velocity}" \
+    --loss_weight "${LOSS_WEIGHT:-None}" \
     "$@"

@@ -17,28 +17,24 @@ these files is refused.  An image that cannot be decoded is skipped (logged with
 index ``i`` is simply missing from the folders).
 Works under ``paddle.distributed.launch``: rank r encodes images r, r+world, ... .
 """
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
 import argparse
 import json
-import os
 import shutil
-import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import numpy as np
+import paddle
 
-apply_cpu_env()  # must run before paddle is imported
+from common.arg_checks import require_positive, require_vae_multiple, usage_errors
+from common.checkpoint import replace_dir
+from common.distributed import barrier, init_distributed
+from common.images import ImageFolderDataset, ImageTransform
+from common.logging_utils import get_logger
+from common.vae import load_vae
 
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-
-from common.arg_checks import require_positive, require_vae_multiple, usage_errors  # noqa: E402
-from common.checkpoint import replace_dir  # noqa: E402
-from common.distributed import barrier, init_distributed  # noqa: E402
-from common.images import ImageFolderDataset, ImageTransform  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from common.vae import load_vae  # noqa: E402
-
-from class_conditional.features import FEATURE_DIR, LABEL_DIR  # noqa: E402
+from features import FEATURE_DIR, LABEL_DIR
 
 logger = get_logger("extract")
 

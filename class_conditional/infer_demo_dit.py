@@ -8,19 +8,15 @@
 pipeline's ``id2label`` (e.g. ``"golden retriever"`` for ImageNet).  Writes one PNG grid: one column
 per class, ``--num_images_per_class`` rows.
 """
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import paddle
 
-apply_cpu_env()  # must run before paddle is imported
-
-import paddle  # noqa: E402
-
-from common.images import save_grid  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
+from common.images import save_grid
+from common.logging_utils import get_logger
 
 logger = get_logger("infer_dit")
 

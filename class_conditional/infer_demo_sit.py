@@ -7,20 +7,16 @@
 ``--model_path``: model folder (``final/``) or checkpoint folder with ``dit_ema/``; the transport
 options must match training (``--path_type``, ``--prediction``).  Writes one PNG grid.
 """
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
-
-apply_cpu_env()  # must run before paddle is imported
-
-from class_conditional.objective import decode_latents, load_model_folder, sample_latents, parse_cfg_channels  # noqa: E402
-from class_conditional.transport import DIFFUSION_FORMS, create_transport  # noqa: E402
-from common.images import save_grid  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from common.vae import load_vae  # noqa: E402
+from objective import decode_latents, load_model_folder, sample_latents, parse_cfg_channels
+from transport import DIFFUSION_FORMS, create_transport
+from common.images import save_grid
+from common.logging_utils import get_logger
+from common.vae import load_vae
 
 logger = get_logger("infer_sit")
 
@@ -48,6 +44,9 @@ def main():
     args = p.parse_args()
 
     model, cfg = load_model_folder(args.model_path)
+    if cfg["model_type"] != "SiT":
+        raise ValueError(f"--model_path {args.model_path!r} is a {cfg['model_type']} model; sample it with sample_ddp.py "
+                         "(or export it with tools/convert_dit_to_ppdiffusers.py and use infer_demo_dit.py)")
     bad = [c for c in args.class_labels if not 0 <= c < cfg["num_classes"]]
     if bad:
         raise ValueError(f"--class_labels {bad} outside [0, {cfg['num_classes']})")

@@ -1,29 +1,36 @@
-"""Glue shared by the train/infer/sample scripts: arguments of the objective, building the DiT
-diffusion or the SiT transport from a config, sampling class-conditional latents with
-classifier-free guidance, and the DiT model folder format.
+"""Glue shared by the train/infer/sample scripts: arguments of the objective (and which of them
+apply to which ``model_type``), building the DiT diffusion or the SiT transport from a config,
+sampling class-conditional latents with classifier-free guidance, and the DiT model folder format.
 
 A DiT model folder (written at the end of training and into every checkpoint as ``dit_ema/``)
 holds ``model_config.json`` (the validated config) and ``model_state.pdparams``.
+
+Imported by plain name (``from objective import ...``) like its siblings ``diffusion``,
+``models`` and ``transport``: the scripts' own folder is on ``sys.path``.
 """
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import paddle
 
-from class_conditional.diffusion import create_diffusion
-from class_conditional.models import DiT, load_model_config
-from class_conditional.models.dit import model_kwargs
-from class_conditional.transport import Sampler, create_transport
+from diffusion import create_diffusion
+from models import DiT, load_model_config, model_kwargs
+from transport import Sampler, create_transport
 from common.weights import load_state_dict_strict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL_CONFIG = "model_config.json"
 MODEL_WEIGHTS = "model_state.pdparams"
 
-__all__ = ["ObjectiveArguments", "resolve_config_file", "build_objective", "build_transformer", "sample_latents", "parse_cfg_channels", "decode_latents",
-           "save_model_folder", "load_model_folder", "load_official_checkpoint", "HERE"]
+__all__ = ["ObjectiveArguments", "SIT_ONLY_ARGUMENTS", "check_objective_arguments", "resolve_config_file", "build_objective", "build_transformer",
+           "sample_latents", "parse_cfg_channels", "decode_latents", "save_model_folder", "load_model_folder", "load_official_checkpoint",
+           "TrainModel", "HERE"]
+
+# flags that only the SiT transport reads; given with a DiT config they would be silently ignored
+SIT_ONLY_ARGUMENTS = ("path_type", "prediction", "loss_weight", "train_eps", "sample_eps", "sampling_method")
+SIT_ODE_METHODS = ("euler", "heun", "dopri5")
 
 
 @dataclass
@@ -43,6 +50,43 @@ class ObjectiveArguments:
     sample_eps: Optional[float] = field(default=None, metadata={"help": "SiT sampling time offset (default by path/prediction)"})
     sampling_method: str = field(default="euler", metadata={"help": "SiT ODE method for the sample grid: euler | heun | dopri5"})
     pretrained_model_name_or_path: Optional[str] = field(default=None, metadata={"help": "fine-tune from this DiT/SiT model folder (a final/ folder, or the dit_model/ that tools/convert_dit_to_ppdiffusers.py writes from official weights)"})
+
+    def __post_init__(self):
+        if self.loss_weight in ("None", "none", ""):  # the launchers' LOSS_WEIGHT=None
+            self.loss_weight = None
+
+
+def check_objective_arguments(obj_args):
+    """Read ``--config_file`` and check the objective flags against its ``model_type``, before
+    anything is loaded.  With a DiT config, every SiT-only flag (:data:`SIT_ONLY_ARGUMENTS`) must
+    keep its default (a changed one would be silently ignored); with a SiT config the transport
+    options are validated by building the transport (cheap: no tensors).
+
+    Returns:
+        the validated config dict.
+
+    Raises:
+        FileNotFoundError: ``--config_file`` does not exist (here or next to this module).
+        ValueError: a malformed config (named), a SiT-only flag changed with a DiT config (every
+            such flag named), or an unknown ``--path_type`` / ``--prediction`` / ``--loss_weight`` /
+            ``--sampling_method`` (named with the allowed values).
+    """
+    path = resolve_config_file(obj_args.config_file)
+    cfg = load_model_config(path)
+    if cfg["model_type"] == "DiT":
+        defaults = {f.name: f.default for f in fields(ObjectiveArguments)}
+        changed = [name for name in SIT_ONLY_ARGUMENTS if getattr(obj_args, name) != defaults[name]]
+        if changed:
+            given = ", ".join(f"--{name} {getattr(obj_args, name)}" for name in changed)
+            raise ValueError(f"{given}: SiT (transport) option(s), but --config_file {obj_args.config_file!r} has model_type DiT, "
+                             "which trains with the Gaussian diffusion and would ignore them; drop them or use a SiT config "
+                             "(e.g. config/SiT_XL_patch2.json)")
+    else:
+        build_objective(cfg, obj_args)  # raises naming --path_type / --prediction / --loss_weight
+        if obj_args.sampling_method not in SIT_ODE_METHODS:
+            raise ValueError(f"--sampling_method must be one of {'|'.join(SIT_ODE_METHODS)} (the ODE of the training-time "
+                             f"sample grid), got {obj_args.sampling_method!r}")
+    return cfg
 
 
 def resolve_config_file(path):
@@ -195,7 +239,7 @@ def load_official_checkpoint(model_weights, model_name, image_size=256, use_ema=
 
     Args:
         model_weights: ``.pt``/``.pth`` (needs torch), ``.safetensors``, ``.npz`` or ``.pdparams``
-            with the official parameter names (:mod:`class_conditional.models.official`); a
+            with the official parameter names (:mod:`models.official`); a
             ``train.py`` checkpoint ``{"model", "ema", "opt", "args"}`` gives its ``ema`` weights
             (``use_ema=False``: ``model``), like the official ``find_model``.
         model_name: ``DiT-XL/2``, ``DiT-L/4``, ``DiT-B/4``, ``DiT-S/4``, ``DiT-S/2`` or ``SiT-XL/2``.
@@ -204,7 +248,7 @@ def load_official_checkpoint(model_weights, model_name, image_size=256, use_ema=
     Raises:
         ValueError: an unknown ``model_name``/``image_size``, or weights that do not fit it.
     """
-    from class_conditional.models.official import OFFICIAL_MODEL_CONFIGS, from_official_state_dict
+    from models.official import OFFICIAL_MODEL_CONFIGS, from_official_state_dict
     from common.weights import read_state_dict
 
     if model_name not in OFFICIAL_MODEL_CONFIGS:

@@ -5,24 +5,20 @@ tools (the ADM evaluation suite reads this format).  Runs sharded under
     python sample_ddp.py --model_path <final/ or checkpoint> --num_samples_per_class 5 \
         --sample_dir outputs/samples_dit --num_sampling_steps 25
 """
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import numpy as np
+from PIL import Image
 
-apply_cpu_env()  # must run before paddle is imported
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from class_conditional.objective import decode_latents, load_model_folder, sample_latents, parse_cfg_channels  # noqa: E402
-from class_conditional.transport import create_transport  # noqa: E402
-from common.distributed import barrier, init_distributed  # noqa: E402
-from common.images import array_to_pil  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from common.vae import load_vae  # noqa: E402
+from objective import decode_latents, load_model_folder, sample_latents, parse_cfg_channels
+from transport import create_transport
+from common.distributed import barrier, init_distributed
+from common.images import array_to_pil
+from common.logging_utils import get_logger
+from common.vae import load_vae
 
 logger = get_logger("sample")
 
@@ -47,6 +43,9 @@ def main():
 
     rank, world = init_distributed()
     model, cfg = load_model_folder(args.model_path)
+    changed = [f"--{name}" for name in ("path_type", "prediction") if getattr(args, name) != p.get_default(name)]
+    if cfg["model_type"] == "DiT" and changed:
+        raise ValueError(f"{', '.join(changed)}: SiT options, but {args.model_path!r} is a DiT model (sampled with the Gaussian diffusion)")
     vae, _ = load_vae(args.vae_name_or_path)
     k = args.num_classes or cfg["num_classes"]
     labels = [c for c in range(k) for _ in range(args.num_samples_per_class)]

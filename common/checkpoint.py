@@ -52,11 +52,17 @@ def _log():
 
 
 def optimizer_state(optimizer, parameters):
-    """``optimizer.state_dict()`` together with the names of ``parameters`` (in order).
+    """``optimizer.state_dict()`` together with the names of ``parameters`` (in order): the one
+    optimizer format of every plain-loop checkpoint, ``{"state": ..., "param_names": [...]}``.
 
     Paddle keys optimizer slots by each parameter's generated unique name (``conv2d_8.w_0``),
     which differs when the model is built again in the same process; storing the names lets
     :func:`load_optimizer_state` map the slots onto any freshly built copy of the model.
+
+    ``parameters`` is the exact list the optimizer was given, in its order: it may span several
+    networks and loose parameters (the VAE's generator optimizer holds decoder + encoder +
+    the loss's learned log-variance).  A loop with several optimizers (the VAE's generator and
+    discriminator) stores one such dict per optimizer under its own key.
     """
     return {"state": optimizer.state_dict(), "param_names": [p.name for p in parameters]}
 
@@ -65,9 +71,15 @@ def load_optimizer_state(optimizer, saved, parameters):
     """Restore a dict from :func:`optimizer_state` into ``optimizer`` whose parameters are
     ``parameters`` (same architecture and order as when saved).
 
+    Also reads the position-keyed format that ``autoencoder/train_vae.py`` checkpoints held
+    before this helper was shared (a bare state dict whose slots are named ``param<i>_...``).
+
     Raises:
         ValueError: the number of parameters differs from the saved one.
     """
+    parameters = list(parameters)
+    if "param_names" not in saved:  # older VAE checkpoints: slots keyed by position, param<i>
+        saved = {"state": saved, "param_names": [f"param{i}" for i in range(len(parameters))]}
     new_names = [p.name for p in parameters]
     if len(new_names) != len(saved["param_names"]):
         raise ValueError(f"optimizer state was saved for {len(saved['param_names'])} parameters, the model has {len(new_names)}")
@@ -110,7 +122,6 @@ def preserve_rng_state():
         yield
     finally:
         set_rng_state(state)
-
 
 
 def gather_rng_states():

@@ -13,6 +13,14 @@ prints ``digit accuracy 0.97 (78/80) ...``: every class 0-9 sampled ``--samples_
 through ``DiTPipeline`` exactly as ``infer_demo_dit.py`` calls it.  Chance is 0.10; the judge
 scores held-out real digits about 0.99 (see :func:`judge_accuracy_on_real_digits`).
 
+    python -m common.demo_eval --txt2img_pipeline outputs/sd_demo
+
+does the same for a text-to-image pipeline folder trained on the digit captions: the class named
+in its ``model_index.json`` (``StableDiffusionPipeline``, ``LDMTextToImagePipeline``, ...) is
+loaded and called the standard way, ``pipe(prompts, num_inference_steps=, guidance_scale=,
+generator=)``, with the prompts ``"a handwritten digit zero"`` ... ``"a handwritten digit nine"``
+(:data:`DIGIT_PROMPTS`), each ``--samples_per_class`` times.
+
     python -m common.demo_eval --ddpm_pipeline outputs/ddpm_faces
 
 prints ``face rate 0.19 (12/64) ...``: the fraction of ``DDPMPipeline`` samples in which
@@ -27,10 +35,13 @@ import functools
 import numpy as np
 from PIL import Image
 
-__all__ = ["digit_features", "digit_judge", "judge_accuracy_on_real_digits", "score_digit_images", "face_rate",
-           "face_rate_on_real_faces", "main"]
+__all__ = ["DIGIT_PROMPTS", "digit_features", "digit_judge", "judge_accuracy_on_real_digits", "score_digit_images", "face_rate",
+           "face_rate_on_real_faces", "txt2img_digit_samples", "main"]
 
 _SIDE = 16
+# the prompt of digit c is DIGIT_PROMPTS[c]; the demo captions (common.demo_data) use the same words
+DIGIT_PROMPTS = tuple(f"a handwritten digit {w}" for w in
+                      ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))
 
 
 def digit_features(images):
@@ -168,12 +179,54 @@ def _dit_samples(pipeline_dir, samples_per_class, num_inference_steps, guidance_
     return images, labels
 
 
+def txt2img_digit_samples(pipeline_dir, samples_per_class=8, num_inference_steps=25, guidance_scale=4.0, seed=0):
+    """Sample every digit prompt ``samples_per_class`` times from a text-to-image pipeline folder.
+
+    The pipeline class is the one ``<pipeline_dir>/model_index.json`` names (``_class_name``,
+    looked up in ``ppdiffusers``), loaded with ``from_pretrained`` and its saved scheduler, and
+    called once as ``pipe(prompts, num_inference_steps=..., guidance_scale=..., generator=...)``
+    with ``prompts = [DIGIT_PROMPTS[c] for _ in range(samples_per_class) for c in range(10)]`` and
+    one ``paddle.Generator`` seeded with ``seed``.
+
+    Returns:
+        ``(images, labels)``: ``10 * samples_per_class`` PIL images and their digits (ints 0-9).
+
+    Raises:
+        FileNotFoundError: ``pipeline_dir`` has no ``model_index.json``.
+        ValueError: ``model_index.json`` names no class, or one ``ppdiffusers`` does not have.
+    """
+    import json
+    import os
+
+    index = os.path.join(pipeline_dir, "model_index.json")
+    if not os.path.isfile(index):
+        raise FileNotFoundError(f"--txt2img_pipeline {pipeline_dir!r} has no model_index.json (not a saved pipeline folder)")
+    with open(index) as f:
+        class_name = json.load(f).get("_class_name")
+    import paddle
+    import ppdiffusers
+
+    cls = getattr(ppdiffusers, str(class_name), None) if class_name else None
+    if cls is None:
+        raise ValueError(f"--txt2img_pipeline {pipeline_dir!r}: model_index.json names the pipeline class {class_name!r}, "
+                         "which ppdiffusers does not have (expected e.g. StableDiffusionPipeline or LDMTextToImagePipeline)")
+    pipe = cls.from_pretrained(pipeline_dir)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    labels = [c for _ in range(samples_per_class) for c in range(10)]
+    out = pipe([DIGIT_PROMPTS[c] for c in labels], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+               generator=paddle.Generator().manual_seed(seed))
+    return list(out.images), labels
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--dit_pipeline", help="DiTPipeline folder trained on the digits (class id = digit): digit accuracy")
     which.add_argument("--ddpm_pipeline", help="DDPMPipeline folder trained on the faces: face rate")
-    p.add_argument("--samples_per_class", type=int, default=8, help="--dit_pipeline: samples of every digit")
+    which.add_argument("--txt2img_pipeline", help="text-to-image pipeline folder (class from its model_index.json) trained on "
+                                                  "the digit captions, prompted 'a handwritten digit <word>': digit accuracy")
+    p.add_argument("--samples_per_class", type=int, default=8, help="--dit_pipeline / --txt2img_pipeline: samples of every digit")
     p.add_argument("--num_images", type=int, default=64, help="--ddpm_pipeline: samples")
     p.add_argument("--num_inference_steps", type=int, default=25)
     p.add_argument("--guidance_scale", type=float, default=4.0)
@@ -187,10 +240,15 @@ def main(argv=None):
         print(f"face rate {rate:.2f} ({int(round(rate * len(images)))}/{len(images)}) on {args.ddpm_pipeline}; "
               f"the real training faces score 0.42, noise 0")
         return rate
-    images, labels = _dit_samples(args.dit_pipeline, args.samples_per_class, args.num_inference_steps, args.guidance_scale, args.seed)
+    if args.txt2img_pipeline:
+        folder = args.txt2img_pipeline
+        images, labels = txt2img_digit_samples(folder, args.samples_per_class, args.num_inference_steps, args.guidance_scale, args.seed)
+    else:
+        folder = args.dit_pipeline
+        images, labels = _dit_samples(folder, args.samples_per_class, args.num_inference_steps, args.guidance_scale, args.seed)
     acc, per_class = score_digit_images(images, labels)
     hits = int(round(acc * len(labels)))
-    print(f"digit accuracy {acc:.2f} ({hits}/{len(labels)}) on {args.dit_pipeline}; chance 0.10; "
+    print(f"digit accuracy {acc:.2f} ({hits}/{len(labels)}) on {folder}; chance 0.10; "
           f"per class {' '.join(f'{c}:{a:.2f}' for c, a in per_class.items())}")
     return acc
 

@@ -23,6 +23,7 @@ __all__ = [
     "array_to_pil",
     "make_grid",
     "save_grid",
+    "sample_grid_path",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
@@ -245,3 +246,9 @@ def save_grid(images, path, nrow=None, upscale=1):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     grid.save(path)
     return path
+
+
+def sample_grid_path(output_dir, step):
+    """Where every training script writes its sample grid of ``step`` (plain loops and the Trainer
+    callback alike): ``<output_dir>/samples/step-<step>.png``."""
+    return os.path.join(output_dir, "samples", f"step-{int(step)}.png")

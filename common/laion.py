@@ -218,15 +218,6 @@ def check_parts_readable(part_paths, layout="auto"):
     raise ValueError("--file_list: no readable laion400m-format record in any part file:\n  " + "\n  ".join(problems[:10]))
 
 
-def _reader_identity():
-    """(reader_id, num_readers) over distributed ranks x dataloader workers."""
-    rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-    info = paddle.io.get_worker_info()
-    worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-    return rank * num_workers + worker_id, world * num_workers
-
-
 class LaionDataset(paddle.io.IterableDataset):
     """A paddle ``IterableDataset`` over laion400m-format parts, sharded over ranks and workers.
 
@@ -242,6 +233,10 @@ class LaionDataset(paddle.io.IterableDataset):
     are skipped; :attr:`num_skipped` counts them in this process and the first few are logged as
     ``line <n> of <part>`` with the reason (:class:`common.safe_data.BadSampleLog`).
 
+    Records are read undecoded into the shuffle buffer and decoded when drawn, so
+    :meth:`resume_at` can pass over the records a resumed run already trained on without decoding
+    them.
+
     Call :meth:`check_readable` (or :func:`check_parts_readable`) before training so that a list
     of only corrupt parts fails at start.  A reader whose whole share of a pass still yields
     nothing raises ``RuntimeError`` (via :func:`common.safe_data.fail_reader`: also inside a
@@ -251,7 +246,11 @@ class LaionDataset(paddle.io.IterableDataset):
     Args:
         file_list: see :func:`read_part_paths`.
         process_fn: ``f(image: PIL.Image RGB, caption: str) -> dict`` producing the sample
-            (default: ``{"image": image, "caption": caption}``).
+            (default: ``{"image": image, "caption": caption}``).  If it takes a keyword
+            ``sample_index``, it also gets a number unique to the sample in the run (its index in
+            its reader's stream, counted across passes, times the number of readers plus the
+            reader id): seed its random choices with it and a resumed stream (:meth:`resume_at`)
+            draws what the uninterrupted one drew.
         layout: column layout, see :func:`parse_laion_line`.
         shuffle: shuffle part order each pass (same order on every reader) and lines inside a
             ``buffer_size`` window.
@@ -282,7 +281,45 @@ class LaionDataset(paddle.io.IterableDataset):
         first usable record.  Raises ``ValueError`` when no part has one."""
         return check_parts_readable(self.part_paths, self.layout)
 
+    def resume_at(self, batches_per_rank, batch_size):
+        """Make the next iteration start where a run that consumed ``batches_per_rank`` batches of
+        ``batch_size`` on every rank stopped, without decoding the consumed records.
+
+        A paddle ``DataLoader`` over an iterable dataset takes batch ``b`` of a rank from worker
+        ``b % num_workers`` (round robin), so the stream of worker ``v`` had yielded
+        ``ceil((batches_per_rank - v) / num_workers) * batch_size`` samples, and the next batch
+        comes from worker ``batches_per_rank % num_workers``; the resumed loader's worker ``w``
+        therefore continues the stream of worker ``(w + batches_per_rank) % num_workers``.  Each reader replays its
+        stream -- the same part order and the same shuffle-buffer draws, which depend only on how many
+        records were read -- and passes over that many records checking only their columns, base64
+        and image header (no pixel decode, no ``process_fn``).  ``process_fn`` gets each sample's
+        index in the reader's stream (see the class doc), so what follows is what the uninterrupted
+        run drew.  Exact unless a consumed record had a valid header but undecodable pixels (then the
+        resumed stream is one record later per such record).
+
+        Raises:
+            ValueError: negative ``batches_per_rank`` or ``batch_size`` < 1.
+        """
+        if batches_per_rank < 0 or batch_size < 1:
+            raise ValueError(f"resume_at needs batches_per_rank >= 0 and batch_size >= 1, got {batches_per_rank}, {batch_size}")
+        self._resume = (int(batches_per_rank), int(batch_size))
+
+    def _stream_identity(self):
+        """``(reader_id, num_readers, samples_to_skip)`` of this process/worker.  After
+        :meth:`resume_at` the loader's first batch must be the one the uninterrupted run took next,
+        from worker ``batches % num_workers``; a fresh loader starts at worker 0, so worker ``w``
+        takes over the stream of worker ``(w + batches) % num_workers``."""
+        batches, batch_size = getattr(self, "_resume", (0, 1))
+        rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+        world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+        info = paddle.io.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        stream = (worker + batches) % workers
+        skip = max(0, -(-(batches - stream) // workers)) * batch_size
+        return rank * workers + stream, world * workers, skip
+
     def _iter_part(self, path, keep):
+        """Raw records ``(where, line)`` of one part (not decoded); unreadable parts are counted."""
         line_index = 0
         try:
             f = open_part(path)
@@ -299,22 +336,36 @@ class LaionDataset(paddle.io.IterableDataset):
                 if not line:
                     break
                 index, line_index = line_index, line_index + 1
-                if not line.strip() or not keep(index):
-                    continue
-                try:
-                    caption, img_b64 = parse_laion_line(line, self.layout)
-                    image = decode_image_b64(img_b64)
-                    sample = self.process_fn(image, caption) if self.process_fn else {"image": image, "caption": caption}
-                except Exception as e:
-                    self.bad_log.record(f"line {index + 1} of {path}", e)
-                    continue
-                if sample is None:
-                    continue
-                self.num_read += 1
-                yield sample
+                if line.strip() and keep(index):
+                    yield f"line {index + 1} of {path}", line
 
-    def _iter_pass(self, pass_index):
-        reader_id, num_readers = _reader_identity()
+    def _decode(self, record, sample_index):
+        """Raw record -> sample, or ``None`` for a bad record (counted and logged)."""
+        where, line = record
+        try:
+            caption, img_b64 = parse_laion_line(line, self.layout)
+            image = decode_image_b64(img_b64)
+            if self.process_fn is None:
+                return {"image": image, "caption": caption}
+            if self._fn_takes_index:
+                return self.process_fn(image, caption, sample_index=sample_index)
+            return self.process_fn(image, caption)
+        except Exception as e:
+            self.bad_log.record(where, e)
+            return None
+
+    def _looks_valid(self, record):
+        """The cheap check of a skipped record: columns, base64 and image header, no pixel decode."""
+        where, line = record
+        try:
+            _, img_b64 = parse_laion_line(line, self.layout)
+            Image.open(io.BytesIO(base64.b64decode(img_b64, validate=True)))  # reads the header only
+            return True
+        except Exception as e:
+            self.bad_log.record(where, e)
+            return False
+
+    def _iter_pass(self, pass_index, reader_id, num_readers):
         parts = list(self.part_paths)
         if self.shuffle:
             random.Random(self.seed + pass_index).shuffle(parts)
@@ -333,27 +384,49 @@ class LaionDataset(paddle.io.IterableDataset):
             for path in parts:
                 yield from self._iter_part(path, keep)
 
+    def _iter_records(self, pass_index, rng, reader_id, num_readers):
+        """One pass of raw records in training order: the part order, then a ``buffer_size``
+        shuffle window whose draws depend only on the number of records read."""
+        stream = self._iter_pass(pass_index, reader_id, num_readers)
+        if not (self.shuffle and self.buffer_size > 1):
+            yield from stream
+            return
+        buffer = []
+        for record in stream:
+            buffer.append(record)
+            if len(buffer) >= self.buffer_size:
+                yield buffer.pop(rng.randrange(len(buffer)))
+        rng.shuffle(buffer)
+        yield from buffer
+
     def __iter__(self):
-        reader_id, _ = _reader_identity()
+        import inspect
+
+        reader_id, num_readers, to_skip = self._stream_identity()
+        try:
+            self._fn_takes_index = self.process_fn is not None and "sample_index" in inspect.signature(self.process_fn).parameters
+        except (TypeError, ValueError):
+            self._fn_takes_index = False
         rng = random.Random(hash((self.seed, reader_id)) & 0xFFFFFFFF)
-        pass_index = 0
+        sample_index, pass_index = 0, 0
+        if to_skip:
+            logger.info("laion reader %d: resuming after %d consumed samples (skipped without decoding)", reader_id, to_skip)
         while True:
-            stream = self._iter_pass(pass_index)
             yielded = 0
-            if self.shuffle and self.buffer_size > 1:
-                buffer = []
-                for sample in stream:
-                    buffer.append(sample)
-                    if len(buffer) >= self.buffer_size:
+            for record in self._iter_records(pass_index, rng, reader_id, num_readers):
+                if to_skip:
+                    if self._looks_valid(record):
+                        to_skip -= 1
+                        sample_index += 1
                         yielded += 1
-                        yield buffer.pop(rng.randrange(len(buffer)))
-                rng.shuffle(buffer)
-                yielded += len(buffer)
-                yield from buffer
-            else:
-                for sample in stream:
-                    yielded += 1
-                    yield sample
+                    continue
+                sample = self._decode(record, sample_index * num_readers + reader_id)
+                if sample is None:
+                    continue
+                sample_index += 1
+                yielded += 1
+                self.num_read += 1
+                yield sample
             if yielded == 0:
                 # an infinite loop over nothing would hang this rank (and every rank waiting on it)
                 fail_reader(RuntimeError(

@@ -1,5 +1,9 @@
 """Training logs: a console line every ``logging_steps`` (loss, lr, images/s, peak memory) and
-VisualDL scalars + image grids under ``<output_dir>/logs`` (rank 0 only)."""
+VisualDL scalars + image grids under ``<output_dir>/logs`` (rank 0 only).
+
+The logged loss is what facebookresearch/DiT logs: the mean over the window's steps, over the
+gradient-accumulation micro-batches of each step and over all ranks (one all-reduce per logging
+step), not rank 0's last micro-batch."""
 import logging
 import os
 import resource
@@ -41,7 +45,10 @@ class TrainLogger:
         use_visualdl: write VisualDL records (needs the ``visualdl`` package).
         total_steps: when given and stderr is a terminal, a tqdm progress bar tracks the steps.
 
-    Use :meth:`step` once per optimisation step with the batch's loss and image count.
+    Use :meth:`step` once per optimisation step, on every rank, with this rank's loss(es) of the
+    step and the images it consumed.  On logging steps the window's values are averaged over the
+    ranks (:func:`common.distributed.mean_over_ranks`, a collective), so every rank must call
+    :meth:`step` for every step; ``history`` and the returned records are then the same on every rank.
     """
 
     def __init__(self, output_dir, logging_steps=10, enabled=True, use_visualdl=True, name="train", total_steps=None, initial_step=0):
@@ -62,22 +69,42 @@ class TrainLogger:
         self.history = []  # (step, mean loss) per logged window, for tests and summaries
 
     def step(self, global_step, loss, lr=None, num_images=0, extra=None):
-        """Record one step; every ``logging_steps`` print and log the window's mean values.
+        """Record one optimisation step; every ``logging_steps`` print and log the window's values.
 
-        Returns the logged dict on logging steps, else ``None``.
+        Args:
+            global_step: the step just taken (int, 1-based).
+            loss: this rank's loss of the step: a float, or the list of its gradient-accumulation
+                micro-batch losses (unscaled; their mean is taken).
+            lr: learning rate (logged as is).
+            num_images: images this step consumed (all ranks together, for ``images_per_sec``).
+            extra: more scalars of this step (dict name -> float, the same names on every rank),
+                logged as their mean over ranks.
+
+        Returns:
+            On logging steps ``{"loss": window mean over steps, micro-batches and ranks,
+            "images_per_sec", "peak_mem_mb" (this process), "lr", **extra}``, else ``None``.
         """
-        self._losses.append(float(loss))
+        micro = [float(v) for v in loss] if isinstance(loss, (list, tuple)) else [float(loss)]
+        if not micro:
+            raise ValueError("loss: an empty list of micro-batch losses")
+        step_loss = float(np.mean(micro))
+        self._losses.append(step_loss)
         self._images += num_images
         if self.progress is not None:
             self.progress.update(1)
-            self.progress.set_postfix(loss=f"{float(loss):.4f}")
+            self.progress.set_postfix(loss=f"{step_loss:.4f}")
         if global_step % self.logging_steps:
             return None
+        from common.distributed import mean_over_ranks
+
+        extra = dict(extra or {})
+        names = sorted(extra)
+        reduced = mean_over_ranks([float(np.mean(self._losses))] + [float(extra[k]) for k in names])
         elapsed = max(time.time() - self._t0, 1e-9)
-        record = {"loss": float(np.mean(self._losses)), "images_per_sec": self._images / elapsed, "peak_mem_mb": peak_memory_mb()}
+        record = {"loss": reduced[0], "images_per_sec": self._images / elapsed, "peak_mem_mb": peak_memory_mb()}
         if lr is not None:
             record["lr"] = float(lr)
-        record.update(extra or {})
+        record.update(zip(names, reduced[1:]))
         self.history.append((global_step, record["loss"]))
         self._losses, self._images, self._t0 = [], 0, time.time()
         if self.enabled:

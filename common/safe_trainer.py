@@ -33,6 +33,7 @@ from paddlenlp.trainer import Trainer, TrainerCallback
 
 from common.checkpoint import finalize_checkpoint, prune_checkpoints
 from common.distributed import barrier
+from common.logging_utils import peak_memory_mb
 from common.run_guard import TrainingGuard
 from common.trainer_callbacks import TRAINER_REQUIRED_FILES, ResumeRNGCallback, resolve_trainer_checkpoint
 from common.weights import load_state_dict_strict
@@ -72,6 +73,12 @@ class SafeTrainerMixin:
         self.last_checkpoint = None
         self._micro_bad = False
 
+    def log(self, logs, **kwargs):
+        """paddlenlp's log line, plus ``peak_mem_mb`` (peak resident memory of this process, MiB) on training-loss lines."""
+        if "loss" in logs:
+            logs["peak_mem_mb"] = round(peak_memory_mb(), 1)
+        super().log(logs, **kwargs)
+
     def _set_state_dict_in_model(self, state_dict):
         """Resume loads the checkpoint's weights strictly: another model's checkpoint fails with the
         missing / unexpected / mis-shaped keys listed (paddlenlp only logs ``set_state_dict``'s warnings)."""
@@ -91,6 +98,7 @@ class SafeTrainerMixin:
         elif resume_from_checkpoint:
             resume_from_checkpoint = resolve_trainer_checkpoint(resume_from_checkpoint, self.args.output_dir)
         self.rng_callback.set_resume(resume_from_checkpoint)
+        self._seek_stream(resume_from_checkpoint)
         self._resume_source = resume_from_checkpoint or "the checkpoint resumed from"
         self.protected_checkpoints = [resume_from_checkpoint] if resume_from_checkpoint else []
         with self.guard:
@@ -99,6 +107,19 @@ class SafeTrainerMixin:
             self.guard.interrupted(self.state.global_step, self.last_checkpoint)
         self.guard.check_weights(self.state.global_step, self.model.parameters(), what="final model")
         return output
+
+    def _seek_stream(self, resume_from_checkpoint):
+        """A resumable stream (a dataset with ``resume_at``, e.g. :class:`common.laion.LaionDataset`)
+        seeks to the checkpoint's step itself, without decoding what was consumed; paddlenlp's own
+        skip (iterating, and so decoding, every consumed batch) is turned off for it."""
+        if not resume_from_checkpoint or not hasattr(self.train_dataset, "resume_at"):
+            return
+        import json
+
+        with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
+            global_step = int(json.load(f)["global_step"])
+        self.train_dataset.resume_at(global_step * self.args.gradient_accumulation_steps, self.args.per_device_train_batch_size)
+        self.args.ignore_data_skip = True
 
     # -- NaN/inf guard: losses seen per micro-batch, one agreed decision before each optimizer step
     def training_step(self, model, inputs):

@@ -12,15 +12,18 @@ Both write their files through ``write_checkpoint_files(folder, args, state)``, 
 the temporary folder, so the files are inside before the folder is published (no ``on_save``,
 which paddlenlp calls only after the checkpoint folder exists).
 """
+import math
 import os
 
 import paddle
 from paddlenlp.trainer import TrainerCallback
 
 from common.checkpoint import get_rng_state, resolve_checkpoint, set_rng_state
+from common.images import sample_grid_path  # lives in images.py so plain loops need not import paddlenlp
 from common.logging_utils import get_logger
 
-__all__ = ["EMA_STATE_FILE", "EPOCH_RNG_FILE", "TRAINER_REQUIRED_FILES", "EMACallback", "ResumeRNGCallback", "resolve_trainer_checkpoint"]
+__all__ = ["EMA_STATE_FILE", "EPOCH_RNG_FILE", "TRAINER_REQUIRED_FILES", "EMACallback", "ImageLoggingCallback", "ResumeRNGCallback",
+           "SetEpochCallback", "resolve_trainer_checkpoint", "sample_grid_path"]
 
 EMA_STATE_FILE = "ema_state.pdparams"
 EPOCH_RNG_FILE = "epoch_rng_state.pdparams"  # every rank's RNG state at the start of the checkpoint's epoch
@@ -168,3 +171,59 @@ class ResumeRNGCallback(TrainerCallback):
         states = _gather(self.epoch_state if self.epoch_state is not None else get_rng_state(), args)
         if args.should_save:
             paddle.save(states, os.path.join(folder, EPOCH_RNG_FILE))
+
+
+class SetEpochCallback(TrainerCallback):
+    """Tell a dataset (anything with ``set_epoch(int)``) the epoch at every epoch start, so its
+    per-epoch draws (stored flips, caption choice, CFG drop) change from epoch to epoch and a
+    resumed run draws the same ones as the uninterrupted run.
+
+    The epoch is ``floor(state.epoch)``: paddlenlp reports fractional epochs after a mid-epoch resume.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(math.floor((state.epoch or 0.0) + 1e-6)))
+
+
+class ImageLoggingCallback(TrainerCallback):
+    """Every ``every`` optimisation steps (rank 0 only): ``images = sample_fn(step)`` (a list of PIL
+    images or ``[-1, 1]`` arrays ``(3, H, W)``), saved as one grid to :func:`sample_grid_path` and to
+    VisualDL (tag ``samples``) under ``args.logging_dir``.  ``every <= 0`` means never (the scripts
+    write their final grid themselves).
+
+    Args:
+        sample_fn: ``step -> images``; it must leave the model as it found it (train mode, raw weights).
+        every: the script's ``--image_logging_steps``.
+        nrow: images per grid row (default: square).
+        upscale: nearest-neighbour enlargement of small samples, so a person can see them.
+    """
+
+    def __init__(self, sample_fn, every, nrow=None, upscale=1):
+        self.sample_fn, self.every, self.nrow, self.upscale = sample_fn, int(every or 0), nrow, upscale
+        self.writer = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every <= 0 or state.global_step % self.every or not state.is_world_process_zero:
+            return
+        from common.images import make_grid, save_grid
+
+        images = self.sample_fn(state.global_step)
+        path = save_grid(images, sample_grid_path(args.output_dir, state.global_step), nrow=self.nrow, upscale=self.upscale)
+        logger.info("step %d: sample grid -> %s", state.global_step, path)
+        try:
+            import numpy as np
+            from visualdl import LogWriter
+
+            if self.writer is None:
+                self.writer = LogWriter(logdir=args.logging_dir)
+            self.writer.add_image(tag="samples", img=np.asarray(make_grid(images, nrow=self.nrow)), step=state.global_step)
+        except ImportError:
+            pass
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

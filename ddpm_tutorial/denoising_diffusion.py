@@ -6,13 +6,15 @@ This mirrors how the ``denoising_diffusion_pytorch`` package is used in the tuto
     diffusion = GaussianDiffusion(model, image_size=32, timesteps=1000, sampling_timesteps=250)
     trainer = Trainer(diffusion, "data/demo/faces", train_batch_size=32, train_lr=5e-4,
                       train_num_steps=2000, ema_decay=0.995, save_and_sample_every=500)
-    trainer.train()
+    trainer.train()                            # ends by saving the DDPMPipeline results/pipeline/
     images = diffusion.sample(batch_size=16)   # (16, 3, 32, 32) float32 in [0, 1]
 
 and ``GaussianDiffusion`` computes what that package's ``GaussianDiffusion`` computes (its
 schedules, SNR loss weights, DDPM and DDIM sampling; see the class docstring for the few
 departures).  The network is a ppdiffusers ``UNet2DModel``, noising and the DDPM step use
-ppdiffusers' ``DDPMScheduler``, and ``diffusion.pipeline()`` is a ``DDPMPipeline`` to save.
+ppdiffusers' ``DDPMScheduler``; ``diffusion.pipeline()`` is the matching ``DDPMPipeline``, which
+:meth:`Trainer.train` saves with the EMA weights to ``<results_folder>/pipeline``
+(:meth:`Trainer.save_pipeline`; ``DDPMPipeline.from_pretrained`` loads it).
 """
 import math
 import os
@@ -21,7 +23,6 @@ import time
 
 import numpy as np
 import paddle
-import paddle.distributed as dist
 import paddle.nn as nn
 from ppdiffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from ppdiffusers.training_utils import EMAModel
@@ -29,7 +30,7 @@ from ppdiffusers.utils import randn_tensor
 from PIL import Image
 
 from common.checkpoint import _fsync_path, fsync_tree, gather_rng_states, load_optimizer_state, optimizer_state, preserve_rng_state, replace_dir, restore_rank_rng_state
-from common.distributed import barrier, get_world_size, init_distributed, is_main_process, seed_everything, wrap_data_parallel
+from common.distributed import barrier, get_world_size, init_distributed, is_main_process, mean_over_ranks, seed_everything, wrap_data_parallel
 from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, save_grid
 from common.logging_utils import TrainLogger
 from common.run_guard import TrainingGuard, start_run
@@ -485,16 +486,6 @@ def _save_file_atomically(obj, path):
     _fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
 
 
-def _mean_over_ranks(value):
-    """Mean of the python float ``value`` over all ranks (one all-reduce; identity in one process)."""
-    world = get_world_size()
-    if world <= 1:
-        return float(value)
-    t = paddle.to_tensor([float(value)], dtype="float32")
-    dist.all_reduce(t)
-    return t.item() / world
-
-
 class _MilestoneGuard(TrainingGuard):
     """:class:`common.run_guard.TrainingGuard` whose messages name the newest milestone file
     (``model-N.pdparams``) rather than ``checkpoint-<step>`` folders, which this Trainer does not write."""
@@ -532,8 +523,9 @@ class Trainer:
 
     ``seed`` seeds the training draws, ``seed * world_size + rank`` on each rank
     (:func:`common.distributed.seed_everything`).  The initial weights are drawn when the model is
-    built, before this class exists: call ``paddle.seed(seed)`` before ``Unet(...)`` for a
-    reproducible initialisation (``train_trainer_style.py`` does).
+    built, before this class exists: call :func:`common.distributed.seed_model_init` with the same
+    seed before ``Unet(...)``, so every rank starts from the same weights and the seed fixes them
+    (``train_trainer_style.py`` does; DiT's seeding idiom).
 
     Args (the tutorial's names):
         train_batch_size: images per optimisation step per process (split over
@@ -794,8 +786,7 @@ class Trainer:
             self.opt.clear_grad()
             self.ema.step(params)
             self.step += 1
-            total = _mean_over_ranks(total)
-            losses.append(total)
+            losses.append(mean_over_ranks(total))  # the step's loss over all ranks (the logger averages its window the same way)
             self.logger.step(self.step, total, lr=self.opt.get_lr(), num_images=self.micro_batch * self.gradient_accumulate_every * get_world_size(), extra={"sec_per_step": time.time() - t0})
             if self.step % self.save_and_sample_every == 0:
                 milestone = self.step // self.save_and_sample_every

@@ -3,18 +3,13 @@
     python ddpm_tutorial/sample.py --pipeline_dir outputs/ddpm_faces --grid_size 8 --output outputs/ddpm_faces/grid.png
 """
 import argparse
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import paddle
+from ppdiffusers import DDIMScheduler, DDPMPipeline
 
-apply_cpu_env()  # before paddle is imported
-
-import paddle  # noqa: E402
-from ppdiffusers import DDIMScheduler, DDPMPipeline  # noqa: E402
-
-from common.images import save_grid  # noqa: E402
+from common.images import save_grid
 
 
 def parse_args(argv=None):

@@ -13,20 +13,13 @@ next step and exits with ``128 + signal``, and a second run into the same ``--re
 at start (lock file ``.run.lock``).
 """
 import argparse
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
-
-apply_cpu_env()  # before paddle is imported
-
-import paddle  # noqa: E402
-from denoising_diffusion import MILESTONE_LAST, GaussianDiffusion, Trainer, Unet  # noqa: E402
-
-from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors  # noqa: E402
-from common.distributed import get_rank, init_distributed, shutdown_distributed  # noqa: E402
-from common.run_guard import add_guard_arguments  # noqa: E402
+from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors
+from common.distributed import get_rank, init_distributed, seed_model_init, shutdown_distributed
+from common.run_guard import add_guard_arguments
+from denoising_diffusion import MILESTONE_LAST, GaussianDiffusion, Trainer, Unet
 
 
 def milestone_arg(value):
@@ -96,9 +89,9 @@ def main(argv=None):
     """
     args = parse_args(argv)
     init_distributed()
-    # model + diffusion; the same seed on every rank gives every rank the same initial weights
+    # model + diffusion: the same initial weights on every rank, fixed by --seed
     # (the Trainer then seeds the training draws per rank: seed * world_size + rank)
-    paddle.seed(args.seed)
+    seed_model_init(args.seed)
     model = Unet(dim=args.dim, dim_mults=args.dim_mults, image_size=args.image_size, layers_per_block=args.layers_per_block, attention_levels=args.attention_levels)
     diffusion = GaussianDiffusion(
         model,

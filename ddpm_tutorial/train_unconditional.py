@@ -12,31 +12,27 @@ VisualDL logs in ``logs/``, and the final pipeline (``unet/`` with EMA weights, 
 """
 import argparse
 import math
-import os
-import sys
 import time
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import paddle
+import paddle.nn.functional as F
+from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from ppdiffusers.optimization import get_scheduler
+from ppdiffusers.training_utils import EMAModel
+from PIL import Image
 
-apply_cpu_env()  # before paddle is imported
-
-import paddle  # noqa: E402
-import paddle.nn.functional as F  # noqa: E402
-from denoising_diffusion import build_unet, sigmoid_beta_schedule  # noqa: E402
-from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
-from ppdiffusers.optimization import get_scheduler  # noqa: E402
-from ppdiffusers.training_utils import EMAModel  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from common.arg_checks import require_divisible, require_non_negative, require_positive, require_range, usage_errors  # noqa: E402
-from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, preserve_rng_state, restore_rank_rng_state, save_checkpoint  # noqa: E402
-from common.distributed import barrier, get_rank, shutdown_distributed, get_world_size, init_distributed, is_main_process, seed_everything, wrap_data_parallel  # noqa: E402
-from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, save_grid  # noqa: E402
-from common.logging_utils import TrainLogger  # noqa: E402
-from common.run_guard import TrainingGuard, add_guard_arguments, start_run  # noqa: E402
-from common.diffusion_utils import min_snr_loss_weights  # noqa: E402
-from common.weights import load_state_dict_strict  # noqa: E402
+from common.arg_checks import require_divisible, require_non_negative, require_positive, require_range, usage_errors
+from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, preserve_rng_state, restore_rank_rng_state, save_checkpoint
+from common.diffusion_utils import min_snr_loss_weights
+from common.distributed import (barrier, get_rank, get_world_size, init_distributed, is_main_process, seed_everything, seed_model_init, shutdown_distributed,
+                                wrap_data_parallel)
+from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, sample_grid_path, save_grid
+from common.logging_utils import TrainLogger
+from common.run_guard import TrainingGuard, add_guard_arguments, start_run
+from common.weights import load_state_dict_strict
+from denoising_diffusion import build_unet, sigmoid_beta_schedule
 
 
 def parse_args(argv=None):
@@ -46,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--center_crop", action="store_true", help="center crop (default: random crop)")
     p.add_argument("--random_flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--grayscale", action="store_true", help="train on one channel, the ITU-R 601-2 luma of each image (PIL's convert('L')): "
+                   "a UNet with 1 input/output channel whose DDPMPipeline samples grayscale images; for grayscale data such as the "
+                   "demo faces (R = G = B) the model then never has to learn to keep three channels equal")
     p.add_argument("--dataloader_num_workers", type=int, default=0)
     # model (the tutorial's layout is --block_out_channels 128 128 256 256 512 512 --attention_levels 4)
     p.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
@@ -117,6 +116,30 @@ def check_args(args):
     require_divisible(args.resolution, 2 ** (levels - 1), "--resolution", f"the UNet halves it {levels - 1} times, once per --block_out_channels level but the last")
 
 
+# ITU-R 601-2 luma weights of R, G, B (the ones PIL's Image.convert("L") uses)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def to_grayscale(images):
+    """RGB batch -> one-channel luma batch (``--grayscale``).
+
+    Args:
+        images: float tensor ``(B, 3, H, W)``, any range (training batches are in [-1, 1]).
+
+    Returns:
+        float tensor ``(B, 1, H, W)``, ``0.299 R + 0.587 G + 0.114 B`` (ITU-R 601-2, PIL's
+        ``convert("L")`` weights). They sum to 1, so [-1, 1] stays [-1, 1] and a gray image
+        (R = G = B) keeps its values.
+
+    Raises:
+        ValueError: ``images`` is not ``(B, 3, H, W)``.
+    """
+    if len(images.shape) != 4 or images.shape[1] != 3:
+        raise ValueError(f"--grayscale expects RGB batches (B, 3, H, W), got shape {list(images.shape)}")
+    weights = paddle.to_tensor(LUMA_WEIGHTS, dtype=images.dtype).reshape([1, 3, 1, 1])
+    return (images * weights).sum(axis=1, keepdim=True)
+
+
 def sampling_pipeline(unet, noise_scheduler, num_inference_steps):
     """DDPMPipeline over ``unet``; DDIM when fewer inference than training steps."""
     scheduler = noise_scheduler
@@ -143,7 +166,6 @@ def main(argv=None):
 
 def train(args, run, guard):
     """The training loop of :func:`main` (``run`` from ``start_run``, ``guard`` a ``TrainingGuard``)."""
-    seed_everything(args.seed)
     world = get_world_size()
 
     # -- data ----------------------------------------------------------------------------------
@@ -156,8 +178,9 @@ def train(args, run, guard):
     steps_per_epoch = math.ceil(len(sampler) / args.gradient_accumulation_steps)
     max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
 
-    # -- models --------------------------------------------------------------------------------
-    unet = build_unet(args.resolution, args.block_out_channels, args.attention_levels, args.layers_per_block)
+    # -- models: the same initial weights on every rank, fixed by --seed -------------------------
+    seed_model_init(args.seed)
+    unet = build_unet(args.resolution, args.block_out_channels, args.attention_levels, args.layers_per_block, channels=1 if args.grayscale else 3)
     if args.ddpm_beta_schedule == "sigmoid":  # not a ppdiffusers name (its "sigmoid" is another schedule): explicit betas
         noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, trained_betas=sigmoid_beta_schedule(args.ddpm_num_steps).tolist(),
                                         prediction_type=args.prediction_type)
@@ -178,6 +201,8 @@ def train(args, run, guard):
     scaler = paddle.amp.GradScaler() if args.mixed_precision == "fp16" else None
     logger = TrainLogger(args.output_dir, args.logging_steps, enabled=is_main_process(), total_steps=max_train_steps)
     logger.logger.info("UNet2DModel: %.2fM parameters; %d images; %d steps/epoch; %d steps", sum(p.numel().item() for p in unet.parameters()) / 1e6, len(dataset), steps_per_epoch, max_train_steps)
+
+    seed_everything(args.seed)  # noise / timestep draws: seed * world_size + rank (a resume restores each rank's saved stream)
 
     # -- resume --------------------------------------------------------------------------------
     global_step, epoch, batches_in_epoch = 0, 0, 0
@@ -227,7 +252,7 @@ def train(args, run, guard):
         with preserve_rng_state():  # building the EMA copy and sampling must not shift training noise
             pipeline = sampling_pipeline(ema_unet(), noise_scheduler, args.ddpm_num_inference_steps)
             images = pipeline(batch_size=args.num_sample_images, num_inference_steps=args.ddpm_num_inference_steps, generator=paddle.Generator().manual_seed(args.seed), output_type="pil").images
-        path = save_grid(images, os.path.join(args.output_dir, "samples", f"step-{step}.png"), upscale=2)
+        path = save_grid(images, sample_grid_path(args.output_dir, step), upscale=2)
         logger.log_images("samples", Image.open(path), step)
         return path
 
@@ -238,10 +263,12 @@ def train(args, run, guard):
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         sampler.skip_batches = batches_in_epoch
-        micro = 0
+        micro, micro_losses = 0, []  # this rank's losses of the current step's micro-batches
         t0 = time.time()
         for batch in loader:
             clean_images = batch["pixel_values"]
+            if args.grayscale:
+                clean_images = to_grayscale(clean_images)
             noise = paddle.randn(clean_images.shape, dtype=clean_images.dtype)
             timesteps = paddle.randint(0, noise_scheduler.config.num_train_timesteps, [clean_images.shape[0]], dtype="int64")
             noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)  # forward process q(x_t | x_0)
@@ -258,14 +285,15 @@ def train(args, run, guard):
             else:  # Min-SNR-gamma: per-sample MSE times the paper's weight for this target
                 per_sample = ((model_output.astype("float32") - target) ** 2).reshape([target.shape[0], -1]).mean(axis=1)
                 loss = (per_sample * min_snr_loss_weights(noise_scheduler, timesteps, args.snr_gamma, args.prediction_type)).mean()
-            loss = loss / args.gradient_accumulation_steps
+            micro_losses.append(float(loss))
+            loss = loss / args.gradient_accumulation_steps  # the step's gradient: the mean over its micro-batches
             (scaler.scale(loss) if scaler else loss).backward()
             batches_in_epoch += 1
             micro += 1
             if micro % args.gradient_accumulation_steps:
                 continue
             # NaN/inf guard (all ranks agree; raises or skips) and stop-signal check, before the update
-            if guard.check_step(global_step + 1, loss, None if scaler else unet.parameters()):
+            if guard.check_step(global_step + 1, sum(micro_losses), None if scaler else unet.parameters()):
                 if scaler:
                     scaler.step(optimizer)
                     scaler.update()
@@ -276,8 +304,10 @@ def train(args, run, guard):
             if ema is not None:
                 ema.step(unet.parameters())
             global_step += 1
-            logger.step(global_step, float(loss) * args.gradient_accumulation_steps, lr=optimizer.get_lr(), num_images=clean_images.shape[0] * args.gradient_accumulation_steps * world, extra={"sec_per_step": time.time() - t0})
-            t0 = time.time()
+            # logged: the mean over the micro-batches and (every logging step) over the ranks, as DiT does
+            logger.step(global_step, micro_losses, lr=optimizer.get_lr(), num_images=clean_images.shape[0] * args.gradient_accumulation_steps * world,
+                        extra={"sec_per_step": time.time() - t0})
+            t0, micro_losses = time.time(), []
 
             if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps or guard.stop_requested:
                 path = save(global_step)
@@ -292,6 +322,7 @@ def train(args, run, guard):
         else:
             if micro % args.gradient_accumulation_steps:
                 optimizer.clear_grad()  # drop an incomplete accumulation at the epoch's end
+                micro_losses = []
             epoch, batches_in_epoch = epoch + 1, 0
 
     # -- save the pipeline ---------------------------------------------------------------------

@@ -77,24 +77,20 @@ timestep ``t``.  The written ``unet_config.json`` therefore sets ``timestep_offs
 ``uvit_ldm_unet.LDMUViTT2IModel`` (the pipeline's ``unet/``) adds before embedding, so the
 converted network sees the noise level it was trained with.
 """
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
+import argparse
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+
+from common.logging_utils import get_logger
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
-
-apply_cpu_env()  # must run before paddle is imported (this module imports paddle only inside convert())
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from common.logging_utils import get_logger  # noqa: E402
 
 __all__ = [
     "DEFAULT_UNET_CONFIG",

@@ -26,30 +26,24 @@ not JSON or lack ``image``/``caption`` (named ``file:line``), and images that ar
 not decode (named; the remaining images are numbered 0..N-1 without gaps).  Nothing usable is an
 error before anything is written.
 """
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder, for its modules
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import argparse
+import json
+import shutil
 
-apply_cpu_env()  # must run before paddle is imported
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-from common.arg_checks import require_non_negative, require_positive, require_vae_multiple, usage_errors  # noqa: E402
-from common.checkpoint import replace_dir  # noqa: E402
-from common.demo_data import DEFAULT_DEMO_ROOT, ensure_demo_data  # noqa: E402
-from common.images import ImageTransform, load_image  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from common.safe_data import BadSampleLog  # noqa: E402
-from common.vae import load_vae  # noqa: E402
-from uvit_features import EMPTY_CONTEXT_FILE, META_FILE, VIS_DIR, read_caption_file, resolve_vae_name  # noqa: E402
-from uvit_text_encoder import build_demo_text_encoder, encode_text, load_text_encoder, load_tokenizer  # noqa: E402
+import numpy as np
+import paddle
+from common.arg_checks import require_non_negative, require_positive, require_vae_multiple, usage_errors
+from common.checkpoint import replace_dir
+from common.demo_data import DEFAULT_DEMO_ROOT, ensure_demo_data
+from common.images import ImageTransform, load_image
+from common.logging_utils import get_logger
+from common.safe_data import BadSampleLog
+from common.vae import load_vae
+from uvit_features import EMPTY_CONTEXT_FILE, META_FILE, VIS_DIR, read_caption_file, resolve_vae_name
+from uvit_text_encoder import build_demo_text_encoder, encode_text, load_text_encoder, load_tokenizer
 
 DEMO_CAPTIONS = os.path.join(DEFAULT_DEMO_ROOT, "digits_coco.jsonl")
 logger = get_logger("extract_features")

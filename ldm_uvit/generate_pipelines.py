@@ -12,12 +12,14 @@ writes::
                      CompVis/ldm-text2im-large-256) gives it
         bert/        the frozen text encoder (LDMBertModel, or CLIPTextModel with upstream's encoders)
         unet/        the U-ViT (config.json, weights, uvit_ldm_unet.py: UViTT2IModel with the
-                     pipeline's call convention, loaded by ppdiffusers as a custom component)
-        scheduler/   DDIM over the training schedule
+                     pipeline's call convention, loaded by ppdiffusers as a custom component);
+                     its config has ``latent_size`` and the ``sample_size`` that makes the
+                     pipeline's default call give those latents (``export_unet_config``)
+        scheduler/   DDIM over the training schedule, with the run's ``prediction_type``
         tokenizer/   BertTokenizer (or CLIPTokenizer)
 
 Defaults come from the training run: ``unet_config.json`` and ``ldm_uvit_args.json`` next to
-``--model_file`` give the U-ViT config, the VAE, ``model_max_length`` and the features folder,
+``--model_file`` give the U-ViT config, the VAE, ``model_max_length``, ``prediction_type`` and the features folder,
 whose ``text_encoder/`` (made by extract_features.py) is the default text encoder and
 tokenizer.  With ``--use_ema True`` (default) the EMA weights in ``ema_state.pdparams`` next to
 the model file are exported.  ``--scaling_factor`` (default: ``scaling_factor`` in
@@ -47,10 +49,10 @@ from ppdiffusers.training_utils import EMAModel  # noqa: E402
 from common.logging_utils import get_logger  # noqa: E402
 from common.trainer_callbacks import EMA_STATE_FILE  # noqa: E402
 from common.vae import load_vae  # noqa: E402
-from uvit_diffusion import make_ddim_scheduler  # noqa: E402
+from uvit_diffusion import PREDICTION_TYPES, make_ddim_scheduler  # noqa: E402
 from uvit_features import resolve_vae_name  # noqa: E402
 from uvit_text_encoder import load_text_encoder, load_tokenizer  # noqa: E402
-from uvit_ldm_unet import LDMUViTT2IModel  # noqa: E402
+from uvit_ldm_unet import LDMUViTT2IModel, pipeline_sample_size  # noqa: E402
 from uvit_trainer import RUN_ARGS_NAME, UNET_CONFIG_NAME, load_unet_config  # noqa: E402
 
 logger = get_logger("generate_pipelines")
@@ -60,6 +62,7 @@ UPSTREAM_DEFAULTS = {
     "text_encoder_name_or_path": "runwayml/stable-diffusion-v1-5/text_encoder",
     "tokenizer_name_or_path": "runwayml/stable-diffusion-v1-5/tokenizer",
     "model_max_length": 77,
+    "prediction_type": "epsilon",
 }
 
 
@@ -73,6 +76,8 @@ def parse_args():
     parser.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer; default: same place as the text encoder")
     parser.add_argument("--model_max_length", type=int, default=None, help="tokenizer length; default: the training run's")
     parser.add_argument("--use_ema", type=strtobool, default=True, help="export the EMA weights (ema_state.pdparams next to --model_file)")
+    parser.add_argument("--prediction_type", default=None, choices=PREDICTION_TYPES,
+                        help="what the U-ViT predicts, written into scheduler/; default: the training run's, else epsilon")
     parser.add_argument("--scaling_factor", type=float, default=None, help="latent scale the U-ViT was trained with; default: the run's recorded one, else the VAE's")
     return parser.parse_args()
 
@@ -91,6 +96,7 @@ def resolve_defaults(args, model_dir):
         "vae_name_or_path": run.get("vae_name_or_path"),
         "text_encoder_name_or_path": feature_te if run.get("feature_path") and os.path.isdir(feature_te) else None,
         "model_max_length": run.get("model_max_length"),
+        "prediction_type": run.get("prediction_type"),
     }
     found["tokenizer_name_or_path"] = found["text_encoder_name_or_path"]
     if getattr(args, "scaling_factor", None) is None and run.get("scaling_factor") is not None:
@@ -105,6 +111,29 @@ def resolve_defaults(args, model_dir):
         args.vae_name_or_path = resolve_vae_name("auto", run.get("feature_path"))
         logger.info("--vae_name_or_path auto -> %s", args.vae_name_or_path)
     return args
+
+
+def export_unet_config(config, vae_scale_factor):
+    """The U-ViT config of the exported ``unet/``: ``config`` (the training config, whose
+    ``sample_size`` is the latent side) with ``latent_size`` = that side and ``sample_size`` =
+    :func:`uvit_ldm_unet.pipeline_sample_size`, so that ``LDMTextToImagePipeline``'s default
+    height (``sample_size * vae_scale_factor``) makes ``height // 8`` = ``latent_size`` latents:
+    16 for the f4 demo VAE's 8x8 latents, unchanged (32) for the SD VAE.  A config that already
+    has ``latent_size`` is returned as it is.  When no default height fits (``latent_size * 8``
+    not a multiple of ``vae_scale_factor``) ``sample_size`` stays the latent side and a warning
+    says which height to pass.
+
+    Returns a new dict; ``config`` is not changed.
+    """
+    if config.get("latent_size"):
+        return dict(config)
+    latent = config["sample_size"]
+    try:
+        size = pipeline_sample_size(latent, vae_scale_factor)
+    except ValueError as e:
+        logger.warning("%s: pass height = width = %d to the pipeline", e, 8 * latent)
+        size = latent
+    return dict(config, sample_size=size, latent_size=latent)
 
 
 def load_unet(model_file, config, use_ema):
@@ -153,8 +182,9 @@ def main():
     args = resolve_defaults(args, os.path.dirname(os.path.abspath(model_file)))
 
     config = load_unet_config(args.unet_config_file)
-    unet = load_unet(model_file, config, args.use_ema)
     vae, _ = load_vae(args.vae_name_or_path)
+    config = export_unet_config(config, 2 ** (len(vae.config.block_out_channels) - 1))
+    unet = load_unet(model_file, config, args.use_ema)
     if args.scaling_factor is not None and args.scaling_factor != vae.config.scaling_factor:
         logger.info("VAE scaling_factor %.5f -> %.5f (the latent scale the U-ViT was trained with)", vae.config.scaling_factor, args.scaling_factor)
         vae.register_to_config(scaling_factor=args.scaling_factor)
@@ -167,16 +197,17 @@ def main():
     if vae.config.latent_channels != config["in_channels"]:
         raise ValueError(f"VAE latent_channels {vae.config.latent_channels} != in_channels {config['in_channels']} of the U-ViT config")
 
-    pipe = LDMTextToImagePipeline(vqvae=vae, bert=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_ddim_scheduler())
+    pipe = LDMTextToImagePipeline(vqvae=vae, bert=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_ddim_scheduler(args.prediction_type))
     out = os.path.abspath(args.output_path)
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
     shutil.copyfile(os.path.join(HERE, "uvit_ldm_unet.py"), os.path.join(tmp, "unet", "uvit_ldm_unet.py"))
     replace_dir(tmp, out)
+    side = config["latent_size"] * pipe.vae_scale_factor
     logger.info(
-        "wrote %s (vqvae/ is an AutoencoderKL, scaling_factor %.5f; sample with height = width = %d to get %dx%d images)",
-        out, vae.config.scaling_factor, config["sample_size"] * 8, config["sample_size"] * pipe.vae_scale_factor, config["sample_size"] * pipe.vae_scale_factor,
+        "wrote %s (vqvae/ is an AutoencoderKL, scaling_factor %.5f; unet sample_size %d, latent_size %d: pipe(prompt) makes %dx%d latents -> %dx%d images)",
+        out, vae.config.scaling_factor, config["sample_size"], config["latent_size"], config["latent_size"], config["latent_size"], side, side,
     )
 
 

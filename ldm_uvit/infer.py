@@ -6,11 +6,12 @@
 
 One prompt and one image: the PNG itself; otherwise a grid with one row per prompt.
 
-Image size: ``LDMTextToImagePipeline`` makes latents of ``height // 8`` x ``width // 8`` whatever the
-autoencoder, and the U-ViT only takes latents of its ``sample_size``.  So the default ``--height``
-/ ``--width`` is ``8 * sample_size`` and the images come out at ``sample_size`` times the VAE's
-downsampling: 256x256 with the f8 SD VAE (sample_size 32), 32x32 with the f4 demo VAE
-(sample_size 8, height 64).
+Image size: the pipeline's default call gives the U-ViT's latents: the exported ``unet/config.json``
+has ``latent_size`` (the latents the U-ViT takes) and ``sample_size = latent_size * 8 /
+vae_scale_factor`` (``LDMTextToImagePipeline`` makes ``height // 8`` latents from a default height
+of ``sample_size * vae_scale_factor``; see ``uvit_ldm_unet.py``).  So leave ``--height`` /
+``--width`` unset: 256x256 images with the f8 SD VAE (32x32 latents), 32x32 with the f4 demo VAE
+(8x8 latents).  A height of ``8 * latent_size`` gives the same latents.
 
 Toggles: ``--enable_xformers_memory_efficient_attention`` switches U-ViT's attention to paddle's
 fused kernel where it exists (GPU builds; logged and skipped otherwise).  ``--tome_ratio`` calls
@@ -45,8 +46,8 @@ def parse_args():
     parser.add_argument("--guidance_scale", type=float, default=2.0, help="classifier-free guidance (1 = off)")
     parser.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
-    parser.add_argument("--height", type=int, default=None, help="default 8 * unet sample_size (see module docstring)")
-    parser.add_argument("--width", type=int, default=None, help="default 8 * unet sample_size")
+    parser.add_argument("--height", type=int, default=None, help="default: the pipeline's (see module docstring)")
+    parser.add_argument("--width", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", default="ldm_uvit_sample.png", help="PNG to write")
     parser.add_argument("--grid_upscale", type=int, default=1, help="enlarge the saved grid (nearest) for tiny images")
@@ -63,12 +64,10 @@ def main():
         pipe.apply_tome(ratio=args.tome_ratio)
         patched = any(type(m).__name__.startswith("ToMe") for m in pipe.unet.sublayers())
         logger.info("ToMe ratio %.2f: %s", args.tome_ratio, "applied" if patched else "no BasicTransformerBlock in the U-ViT, nothing patched")
-    side = pipe.unet.config.sample_size * 8
-    height, width = args.height or side, args.width or side
     prompts = [p for p in args.prompt for _ in range(args.num_images_per_prompt)]
     generator = paddle.Generator().manual_seed(args.seed)
     images = pipe(
-        prompts, height=height, width=width, num_inference_steps=args.num_inference_steps,
+        prompts, height=args.height, width=args.width, num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale, eta=args.eta, generator=generator,
     ).images
     if len(images) == 1:

@@ -2,8 +2,9 @@
 
 Reads the precomputed feature layout (uvit_features.py / extract_features.py), samples a latent from
 each image's autoencoder moments, and trains ppdiffusers' ``UViTT2IModel`` with the
-noise-prediction loss (uvit_diffusion.py) under the paddlenlp ``Trainer`` (AdamW, warmup,
-checkpoints, resume, data parallel) with an EMA of the weights.
+denoising loss (uvit_diffusion.py: noise prediction as in U-ViT, or v-prediction with
+``--prediction_type``) under the paddlenlp ``Trainer`` (AdamW, warmup, checkpoints, resume, data
+parallel) with an EMA of the weights.
 
     python ldm_uvit/train_txt2img_uvit_coco_trainer.py --do_train --output_dir outputs/uvit_demo \\
         --feature_path data/coco256_features_demo --unet_config_file config/uvit_t2i_demo.json \\
@@ -12,31 +13,25 @@ checkpoints, resume, data parallel) with an EMA of the weights.
 Multi-process: ``python -m paddle.distributed.launch --nproc_per_node 2 ldm_uvit/train_txt2img_uvit_coco_trainer.py ...``
 (add ``--ips IP1,IP2`` for several nodes).  See README.md.
 """
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder, for its modules
-from common.cpu_env import apply_cpu_env  # noqa: E402
+from dataclasses import asdict, dataclass, field
 
-apply_cpu_env()  # must run before paddle is imported
+import paddle
+from paddlenlp.trainer import PdArgumentParser, TrainingArguments, set_seed
+from ppdiffusers.training_utils import EMAModel
 
-from dataclasses import asdict, dataclass, field  # noqa: E402
-
-import paddle  # noqa: E402
-from paddlenlp.trainer import PdArgumentParser, TrainingArguments, set_seed  # noqa: E402
-from ppdiffusers.training_utils import EMAModel  # noqa: E402
-
-from common.arg_checks import check_trainer_arguments, require_non_negative, require_positive, require_range  # noqa: E402
-from common.distributed import seed_everything  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from common.model_toggles import apply_model_toggles  # noqa: E402
-from common.run_guard import GuardArguments, start_run  # noqa: E402
-from common.trainer_callbacks import EMA_STATE_FILE, TRAINER_REQUIRED_FILES, EMACallback  # noqa: E402
-from common.vae import load_vae  # noqa: E402
-from uvit_diffusion import UViTLatentDiffusion  # noqa: E402
-from uvit_features import CocoFeatureDataset, load_vis_prompts, read_meta, resolve_vae_name  # noqa: E402
-from uvit_trainer import ImageLoggingCallback, RunInfoCallback, SetEpochCallback, UViTTrainer, build_unet, load_unet_config  # noqa: E402
+from common.arg_checks import check_trainer_arguments, require_non_negative, require_positive, require_range
+from common.distributed import seed_everything
+from common.logging_utils import get_logger
+from common.model_toggles import apply_model_toggles
+from common.run_guard import GuardArguments, start_run
+from common.trainer_callbacks import EMA_STATE_FILE, TRAINER_REQUIRED_FILES, EMACallback, ImageLoggingCallback, SetEpochCallback
+from common.vae import load_vae
+from uvit_diffusion import NoisePredictionDiffusion, UViTLatentDiffusion, check_prediction_type, make_ddpm_scheduler
+from uvit_features import CocoFeatureDataset, load_vis_prompts, read_meta, resolve_vae_name
+from uvit_trainer import RunInfoCallback, UViTTrainer, VisPromptSampler, build_unet, load_unet_config
 
 logger = get_logger("ldm_uvit")
 
@@ -52,6 +47,7 @@ class ModelArguments:
     use_ema: bool = field(default=True, metadata={"help": "keep an EMA of the U-ViT weights (saved, restored on resume, used for image logs)"})
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay (ppdiffusers EMAModel warms it up as (1+n)/(10+n))"})
     enable_xformers_memory_efficient_attention: bool = field(default=False, metadata={"help": "memory-efficient attention (GPU kernels; a logged no-op on CPU)"})
+    prediction_type: str = field(default="epsilon", metadata={"help": "training target: epsilon (U-ViT) or v_prediction; the export's scheduler gets the same"})
 
 
 @dataclass
@@ -82,8 +78,8 @@ def check_args(model_args, data_args, training_args, guard_args):
     paddlenlp arguments as in :func:`common.arg_checks.check_trainer_arguments` (``--max_steps``
     > 0, or -1 with ``--num_train_epochs`` > 0; lr, batch, logging/save steps > 0 ...);
     ``--model_max_length``, ``--num_inference_steps`` > 0, ``--image_logging_steps`` >= 0,
-    ``--ema_decay``, ``--p_uncond`` in [0, 1]; no fp16/bf16 on CPU; ``--model_max_length`` equal
-    to the config's ``num_text_tokens``.
+    ``--ema_decay``, ``--p_uncond`` in [0, 1]; ``--prediction_type`` epsilon or v_prediction;
+    no fp16/bf16 on CPU; ``--model_max_length`` equal to the config's ``num_text_tokens``.
 
     Raises:
         ValueError: the first problem, naming the flag (or file) and the value.
@@ -95,6 +91,7 @@ def check_args(model_args, data_args, training_args, guard_args):
     require_range(model_args, "ema_decay", 0, 1)
     require_range(data_args, "p_uncond", 0, 1)
     require_non_negative(guard_args, "skip_nan_steps")
+    check_prediction_type(model_args.prediction_type)
     if (training_args.fp16 or training_args.bf16) and paddle.device.get_device() == "cpu":
         raise ValueError("--fp16/--bf16 mixed precision needs a GPU; on CPU train with --fp16 False")
     config = load_unet_config(model_args.unet_config_file)
@@ -144,7 +141,8 @@ def main(argv=None):
     apply_model_toggles(
         unet, recompute=training_args.recompute, memory_efficient_attention=model_args.enable_xformers_memory_efficient_attention, name="unet"
     )
-    model = UViTLatentDiffusion(unet, scale_factor)
+    model = UViTLatentDiffusion(unet, scale_factor, NoisePredictionDiffusion(make_ddpm_scheduler(model_args.prediction_type)))
+    logger.info("objective: %s prediction (U-ViT trains epsilon)", model_args.prediction_type)
     ema = EMAModel(unet.parameters(), decay=model_args.ema_decay) if model_args.use_ema else None
 
     # ---- trainer
@@ -157,12 +155,12 @@ def main(argv=None):
         if contexts is None:
             logger.warning("no %s/run_vis prompts: image logging is off", data_args.feature_path)
         else:
-            callbacks.append(
-                ImageLoggingCallback(
-                    unet, vae, scale_factor, prompts, contexts, train_dataset.empty_context, model_args.image_logging_steps,
-                    model_args.num_inference_steps, model_args.guidance_scale, ema=ema, seed=training_args.seed,
-                )
+            sampler = VisPromptSampler(
+                unet, vae, scale_factor, contexts, train_dataset.empty_context, model_args.num_inference_steps, model_args.guidance_scale,
+                prediction_type=model_args.prediction_type, ema=ema, seed=training_args.seed,
             )
+            logger.info("sample grids every %d steps (%s weights): %s", model_args.image_logging_steps, "EMA" if ema else "raw", " | ".join(prompts))
+            callbacks.append(ImageLoggingCallback(sampler, model_args.image_logging_steps, nrow=min(len(prompts), 5)))
     trainer = UViTTrainer(model=model, args=training_args, train_dataset=train_dataset, callbacks=callbacks, skip_nan_steps=guard_args.skip_nan_steps)
     seed_everything(training_args.seed)  # different noise / timesteps on each rank (the Trainer seeds all ranks alike)
     if resume:

@@ -56,17 +56,21 @@ def resolve_vae_name(vae_name_or_path, feature_path=None):
 
     ``"auto"`` becomes the VAE recorded in ``<feature_path>/meta.json`` when given and recorded
     (the one that made the features), else what ``common.vae.load_vae("auto")`` would pick now:
-    the trained demo VAE folder if it exists, else ``"random"`` (seeded, so reproducible).
-    Other values are returned unchanged.
+    the trained demo VAE folder (:func:`common.vae.resolve_vae_name`).  Other values (``random``,
+    a folder, a hub id) are returned unchanged.
+
+    Raises:
+        FileNotFoundError: ``auto`` with nothing recorded and no trained demo VAE; the message
+            says to run ``sh autoencoder/run_train_vae_demo.sh`` or to pass another VAE.
     """
     if vae_name_or_path not in (None, "", "auto"):
         return vae_name_or_path
     recorded = read_meta(feature_path).get("vae_name_or_path") if feature_path else None
     if recorded and recorded != "auto":
         return recorded
-    from common.vae import DEMO_VAE_DIR
+    from common.vae import resolve_vae_name as resolve_demo_vae
 
-    return DEMO_VAE_DIR if os.path.isfile(os.path.join(DEMO_VAE_DIR, "config.json")) else "random"
+    return resolve_demo_vae("auto")
 
 
 def read_meta(feature_path):

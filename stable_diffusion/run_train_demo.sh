@@ -1,33 +1,49 @@
 #!/bin/sh
 # Offline CPU demo: train a tiny text-to-image Stable Diffusion from scratch on the bundled
-# handwritten-digit captions ("a handwritten digit seven", 32x32 px), then sample a prompt grid.
+# handwritten-digit captions ("a handwritten digit seven", 32x32 px), sample a prompt grid and
+# score it with the digit judge (python -m common.demo_eval --txt2img_pipeline: 8 samples per prompt).
 # Nothing is downloaded: the tokenizer is trained on the captions, the text encoder and UNet are
-# initialised from config/*.json, the VAE is the autoencoder demo's (or a random one, logged).
-#   sh stable_diffusion/run_train_demo.sh                      # 900 steps, 2 processes x batch 16, ~9 min on 2 cores (README)
+# initialised from config/*.json and trained together, the VAE is the autoencoder demo's (trained first if missing).
+#   sh stable_diffusion/run_train_demo.sh                      # 600 steps, 2 processes x batch 16 (README: time and score)
 #   NPROC=1 BATCH_SIZE=32 sh stable_diffusion/run_train_demo.sh  # one process
-#   MAX_STEPS=20 OUTPUT_DIR=/tmp/sd sh stable_diffusion/run_train_demo.sh --logging_steps 5
-# Extra arguments are passed to train_txt2img_laion400m_trainer.py.
+#   MAX_STEPS=20 OUTPUT_DIR=/tmp/sd VAE=random sh stable_diffusion/run_train_demo.sh --logging_steps 5   # smoke run
+# The objective is v-prediction with a plain MSE (no Min-SNR weighting): it keeps the weight of the
+# high-noise steps, where the prompt decides the digit (README "Offline CPU demo" has the measurements).
+# Extra arguments go to train_txt2img_laion400m_trainer.py.
 set -e
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/outputs/sd_demo}
 FILE_LIST=${FILE_LIST:-$ROOT/data/demo/laion_digits/filelist/digits.filelist.list}
-MAX_STEPS=${MAX_STEPS:-900}
+VAE=${VAE:-auto}                   # auto = outputs/vae_demo/final (trained below when missing); random for tests
+MAX_STEPS=${MAX_STEPS:-600}
 BATCH_SIZE=${BATCH_SIZE:-16}
 LEARNING_RATE=${LEARNING_RATE:-1e-3}
 WARMUP_STEPS=${WARMUP_STEPS:-20}
 RESOLUTION=${RESOLUTION:-32}
-SAVE_STEPS=${SAVE_STEPS:-450}
+SAVE_STEPS=${SAVE_STEPS:-300}
 LOGGING_STEPS=${LOGGING_STEPS:-25}
-IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-450}
+IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-300}
 NUM_INFERENCE_STEPS=${NUM_INFERENCE_STEPS:-25}
+GUIDANCE_SCALE=${GUIDANCE_SCALE:-4.0}   # of the grid and the score
+SAMPLES_PER_CLASS=${SAMPLES_PER_CLASS:-8}   # judged samples per prompt (10 prompts)
+USE_AMP=${USE_AMP:-0}              # 1: mixed precision (GPU) in AMP_DTYPE
+AMP_DTYPE=${AMP_DTYPE:-bf16}       # bf16 or fp16
 NUM_WORKERS=${NUM_WORKERS:-1}
 SEED=${SEED:-23}
 NPROC=${NPROC:-2}
 GRID=${GRID:-$OUTPUT_DIR/prompt_grid.png}
 
+case "$USE_AMP:$AMP_DTYPE" in
+  0:*) BF16=False FP16=False ;;
+  1:bf16) BF16=True FP16=False ;;
+  1:fp16) BF16=False FP16=True ;;
+  *) echo "USE_AMP must be 0 or 1 and AMP_DTYPE bf16 or fp16, got USE_AMP=$USE_AMP AMP_DTYPE=$AMP_DTYPE" >&2; exit 2 ;;
+esac
+
 cd "$ROOT"
 [ -f data/demo/.complete ] || python -m common.demo_data > /dev/null  # builds data/demo/ once (real images, no download)
+[ "$VAE" != auto ] || [ -f "$ROOT/outputs/vae_demo/final/config.json" ] || sh "$ROOT/autoencoder/run_train_vae_demo.sh"
 
 # NPROC=2 (default): two single-threaded processes under paddle.distributed.launch (gloo on CPU)
 # train a model this small faster than one process with two threads. BATCH_SIZE is per process.
@@ -39,6 +55,7 @@ $LAUNCH "$HERE/train_txt2img_laion400m_trainer.py" \
     --do_train \
     --output_dir "$OUTPUT_DIR" \
     --file_list "$FILE_LIST" \
+    --vae_name_or_path "$VAE" \
     --resolution "$RESOLUTION" \
     --model_max_length 16 \
     --per_device_train_batch_size "$BATCH_SIZE" \
@@ -50,7 +67,7 @@ $LAUNCH "$HERE/train_txt2img_laion400m_trainer.py" \
     --max_steps "$MAX_STEPS" \
     --max_grad_norm 1.0 \
     --train_text_encoder True \
-    --snr_gamma 5.0 \
+    --prediction_type v_prediction \
     --proportion_empty_prompts 0.1 \
     --use_ema True \
     --logging_steps "$LOGGING_STEPS" \
@@ -60,6 +77,8 @@ $LAUNCH "$HERE/train_txt2img_laion400m_trainer.py" \
     --save_total_limit 2 \
     --seed "$SEED" \
     --dataloader_num_workers "$NUM_WORKERS" \
+    --bf16 "$BF16" \
+    --fp16 "$FP16" \
     --disable_tqdm True \
     "$@"
 
@@ -71,9 +90,13 @@ python -u "$HERE/infer.py" \
     --prompt "a handwritten digit six" --prompt "a handwritten digit seven" --prompt "a handwritten digit eight" \
     --prompt "a handwritten digit nine" \
     --num_inference_steps "$NUM_INFERENCE_STEPS" \
-    --guidance_scale 4.0 \
+    --guidance_scale "$GUIDANCE_SCALE" \
     --scheduler dpm-solver \
     --seed "$SEED" \
     --upscale 4 \
     --output "$GRID"
+# the judge: 10 prompts x SAMPLES_PER_CLASS samples, read by a digit classifier trained on the real digits
+python -m common.demo_eval --txt2img_pipeline "$OUTPUT_DIR" --samples_per_class "$SAMPLES_PER_CLASS" \
+    --num_inference_steps "$NUM_INFERENCE_STEPS" --guidance_scale "$GUIDANCE_SCALE" --seed "$SEED" > "$OUTPUT_DIR/digit_score.txt"
 echo "prompt grid: $GRID"
+cat "$OUTPUT_DIR/digit_score.txt"

@@ -79,7 +79,7 @@ def parse_args(argv=None):
     pretrained = model_args.pretrained_model_name_or_path
     if pretrained and pretrained.startswith((".", "/")) and not os.path.isdir(pretrained):
         raise FileNotFoundError(f"--pretrained_model_name_or_path {pretrained!r} does not exist")
-    if model_args.prediction_type not in ("epsilon", "v_prediction"):
+    if model_args.prediction_type not in (None, "epsilon", "v_prediction"):
         raise ValueError(f"--prediction_type must be 'epsilon' or 'v_prediction', got {model_args.prediction_type!r}")
     check_args(model_args, data_args, training_args)
     require_non_negative(guard_args, "skip_nan_steps")
@@ -130,7 +130,7 @@ def main(argv=None):
         vae, text_encoder, unet, noise_scheduler,
         train_text_encoder=model_args.train_text_encoder,
         lr_ratio_text_encoder=training_args.text_encoder_learning_rate / training_args.unet_learning_rate,
-        prediction_type=model_args.prediction_type, snr_gamma=model_args.snr_gamma,
+        prediction_type=noise_scheduler.config.prediction_type, snr_gamma=model_args.snr_gamma,
         noise_offset=model_args.noise_offset, input_perturbation=model_args.input_perturbation,
     )
 

@@ -142,12 +142,17 @@ CC_NOTRAINER_BAD = [
     (["--global_batch_size", "0"], "--global_batch_size must be > 0, got 0"),
     (["--epochs", "0"], "--epochs must be > 0, got 0"),
     (["--num_inference_steps", "0"], "--num_inference_steps must be > 0, got 0"),
+    # SiT-only flags with a DiT config would be ignored: refused, naming each changed flag
+    (["--path_type", "GVP"], "--path_type GVP: SiT (transport) option(s), but --config_file 'config/DiT_demo.json' has model_type DiT"),
+    (["--prediction", "score", "--train_eps", "0.01"], "--prediction score, --train_eps 0.01: SiT (transport) option(s)"),
+    (["--sampling_method", "heun"], "--sampling_method heun: SiT (transport) option(s)"),
+    (["--loss_weight", "likelihood"], "--loss_weight likelihood: SiT (transport) option(s)"),
 ]
 
 
 @pytest.mark.parametrize("argv,message", CC_NOTRAINER_BAD, ids=[a[0] + "=" + a[1] for a, _ in CC_NOTRAINER_BAD])
 def test_class_conditional_notrainer_rejects(argv, message):
-    cc = _script("class_conditional/train_image_generation_notrainer.py")
+    cc = _script("class_conditional/train_image_generation_notrainer.py", "class_conditional")
     with pytest.raises(ValueError) as e:
         cc.parse_args(["--config_file", "config/DiT_demo.json", *argv])
     assert message in str(e.value)
@@ -163,20 +168,23 @@ CC_TRAINER_BAD = [
     (["--max_steps", "10", "--logging_steps", "-1"], "--logging_steps must be > 0, got -1"),
     (["--max_steps", "10", "--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be > 0, got 0"),
     (["--max_steps", "10", "--ema_decay", "2"], "--ema_decay must be in [0, 1], got 2.0"),
+    (["--max_steps", "10", "--path_type", "VP"], "--path_type VP: SiT (transport) option(s), but --config_file 'config/DiT_demo.json' has model_type DiT"),
+    (["--max_steps", "10", "--sample_eps", "0.001"], "--sample_eps 0.001: SiT (transport) option(s)"),
+    (["--max_steps", "10", "--dp_degree", "2"], "--dp_degree"),  # removed: it only restated the launch
 ]
 
 
 @pytest.mark.parametrize("argv,message", CC_TRAINER_BAD, ids=[" ".join(a) for a, _ in CC_TRAINER_BAD])
 def test_class_conditional_trainer_rejects(argv, message, tmp_path):
-    cc = _script("class_conditional/train_image_generation_trainer.py")
+    cc = _script("class_conditional/train_image_generation_trainer.py", "class_conditional")
     with pytest.raises(ValueError) as e:
         cc.parse_args(["--output_dir", str(tmp_path / "out"), "--config_file", "config/DiT_demo.json", *argv])
     assert message in str(e.value)
 
 
 def test_class_conditional_config_file_errors_name_the_file(bad_json, tmp_path):
-    notrainer = _script("class_conditional/train_image_generation_notrainer.py")
-    trainer = _script("class_conditional/train_image_generation_trainer.py")
+    notrainer = _script("class_conditional/train_image_generation_notrainer.py", "class_conditional")
+    trainer = _script("class_conditional/train_image_generation_trainer.py", "class_conditional")
     with pytest.raises(ValueError, match=r"--config_file '.*broken\.json' is not valid JSON"):
         notrainer.parse_args(["--config_file", bad_json])
     with pytest.raises(ValueError, match=r"--config_file '.*broken\.json' is not valid JSON"):
@@ -184,13 +192,25 @@ def test_class_conditional_config_file_errors_name_the_file(bad_json, tmp_path):
 
 
 def test_class_conditional_valid_arguments_parse(tmp_path):
-    notrainer = _script("class_conditional/train_image_generation_notrainer.py")
-    trainer = _script("class_conditional/train_image_generation_trainer.py")
+    notrainer = _script("class_conditional/train_image_generation_notrainer.py", "class_conditional")
+    trainer = _script("class_conditional/train_image_generation_trainer.py", "class_conditional")
     _, loop, _ = notrainer.parse_args([])  # defaults (config/DiT_XL_patch2.json)
-    assert loop.ckpt_every == 50000
+    assert loop.ckpt_every == 50000 and loop.use_ema and loop.image_logging_steps <= 0
     notrainer.parse_args(["--config_file", "config/DiT_demo.json", "--max_steps", "1800", "--ckpt_every", "600", "--image_logging_steps", "0"])
     _, targs, _ = trainer.parse_args(["--output_dir", str(tmp_path / "a"), "--do_train", "--max_steps", "100", "--save_steps", "50", "--learning_rate", "1e-4"])
-    assert targs.max_steps == 100
+    assert targs.max_steps == 100 and targs.use_ema and targs.image_logging_steps <= 0  # the twins agree: EMA on, no grids
+    # the SiT launchers' transport flags at their defaults are fine with a DiT config; LOSS_WEIGHT=None is None
+    sit_defaults = ["--path_type", "Linear", "--prediction", "velocity", "--loss_weight", "None"]
+    obj, _, _ = notrainer.parse_args(["--config_file", "config/DiT_demo.json", *sit_defaults])
+    assert obj.loss_weight is None
+    trainer.parse_args(["--output_dir", str(tmp_path / "c"), "--max_steps", "10", "--config_file", "config/DiT_demo.json", *sit_defaults])
+    # with a SiT config they are read, and unknown values are named
+    obj, _, _ = notrainer.parse_args(["--config_file", "config/SiT_demo.json", "--path_type", "GVP", "--prediction", "score", "--sampling_method", "heun"])
+    assert (obj.path_type, obj.prediction, obj.sampling_method) == ("GVP", "score", "heun")
+    with pytest.raises(ValueError, match="--path_type must be one of"):
+        notrainer.parse_args(["--config_file", "config/SiT_demo.json", "--path_type", "Cosine"])
+    with pytest.raises(ValueError, match=r"--sampling_method must be one of euler\|heun\|dopri5"):
+        notrainer.parse_args(["--config_file", "config/SiT_demo.json", "--sampling_method", "sde"])
     _, targs, _ = trainer.parse_args(["--output_dir", str(tmp_path / "b"), "--do_train", "--num_train_epochs", "2"])  # epoch-based: paddlenlp's -1
     assert targs.max_steps == -1 and targs.num_train_epochs == 2
 
@@ -204,13 +224,13 @@ CC_EXTRACT_BAD = [
 
 @pytest.mark.parametrize("argv,message", CC_EXTRACT_BAD, ids=[" ".join(a) for a, _ in CC_EXTRACT_BAD])
 def test_class_conditional_extract_rejects(argv, message, capsys):
-    extract = _script("class_conditional/extract_features.py")
+    extract = _script("class_conditional/extract_features.py", "class_conditional")
     assert message in _usage_error(extract.parse_args, ["--data_path", "d", "--feature_path", "f", "--vae_name_or_path", "random", *argv], capsys)
 
 
 def test_extract_image_size_follows_the_vae(tmp_path, capsys):
     """An SD-style (4-level, f8) local VAE folder: 36 is a multiple of 4 but not of 8."""
-    extract = _script("class_conditional/extract_features.py")
+    extract = _script("class_conditional/extract_features.py", "class_conditional")
     vae_dir = tmp_path / "sd_vae"
     vae_dir.mkdir()
     (vae_dir / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "block_out_channels": [128, 256, 512, 512],

@@ -10,14 +10,15 @@ import numpy as np
 import paddle
 import pytest
 
-from class_conditional.diffusion import create_diffusion, space_timesteps
-from class_conditional.diffusion.losses import discretized_gaussian_log_likelihood, normal_kl
-from class_conditional.features import FeatureDataset
-from class_conditional.models import DiT, count_parameters, load_model_config
-from class_conditional.transport import DIFFUSION_FORMS, Sampler, create_transport, integrate_ode
-
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CC = "class_conditional"
+sys.path.insert(0, os.path.join(REPO, CC))  # its modules by plain name, as its scripts import them
+
+from diffusion import create_diffusion, space_timesteps  # noqa: E402
+from diffusion.losses import discretized_gaussian_log_likelihood, normal_kl  # noqa: E402
+from features import FeatureDataset  # noqa: E402
+from models import DiT, count_parameters, load_model_config  # noqa: E402
+from transport import DIFFUSION_FORMS, Sampler, create_transport, integrate_ode  # noqa: E402
 TINY = {"model_type": "DiT", "input_size": 8, "patch_size": 2, "in_channels": 4, "hidden_size": 64, "depth": 2,
         "num_heads": 2, "class_dropout_prob": 0.1, "num_classes": 1000, "learn_sigma": True}
 
@@ -106,9 +107,7 @@ def test_paper_configs_load():
 
 # ---------------------------------------------------------------- model
 def test_dit_matches_ppdiffusers_transformer2d():
-    from class_conditional.models.export import to_transformer2d
-
-    from class_conditional.models.export import export_error
+    from models.export import export_error, to_transformer2d
 
     for shift in (1, 0):
         paddle.seed(0)
@@ -329,7 +328,7 @@ OFFICIAL_SMALL = dict(TINY, num_classes=10, num_heads=4, mlp_ratio=4.0, downscal
 def _official_small_model(shift=0):
     """The official-layout state dict the reference run used: N(0, 0.2^2) arrays drawn in sorted key
     order from RandomState(1) (pos_embed is the fixed sin-cos table), mapped into the project's DiT."""
-    from class_conditional.models.official import from_official_state_dict, official_shapes
+    from models.official import from_official_state_dict, official_shapes
 
     shapes = official_shapes(OFFICIAL_SMALL)
     rng = np.random.RandomState(1)
@@ -366,7 +365,7 @@ def test_official_layout_weights_compute_the_official_dit():
     shifted, _ = _official_small_model(shift=1)
     assert np.abs(shifted(x, paddle.to_tensor([0.0, 500.0, 999.0]), paddle.to_tensor([1, 5, 10])).numpy() - out).max() > 1.0
     # a wrong layout is refused with every key named, never half-loaded
-    from class_conditional.models.official import from_official_state_dict
+    from models.official import from_official_state_dict
 
     bad = dict(sd)
     bad.pop("blocks.0.attn.qkv.weight")
@@ -392,8 +391,8 @@ def test_official_checkpoints_convert_to_model_folder_and_pipeline(tmp_path, mon
     import importlib.util
     import logging
 
-    from class_conditional.models import official
-    from class_conditional.objective import load_model_folder
+    from models import official
+    from objective import load_model_folder
 
     spec = importlib.util.spec_from_file_location("convert_dit2", os.path.join(REPO, CC, "tools", "convert_dit_to_ppdiffusers.py"))
     conv = importlib.util.module_from_spec(spec)
@@ -427,7 +426,7 @@ def test_official_checkpoints_convert_to_model_folder_and_pipeline(tmp_path, mon
 
 
 def test_model_folder_with_wrong_keys_fails_loudly(tmp_path):
-    from class_conditional.objective import MODEL_WEIGHTS, load_model_folder, save_model_folder
+    from objective import MODEL_WEIGHTS, load_model_folder, save_model_folder
 
     model = tiny_model()
     save_model_folder(model, dict(TINY), str(tmp_path))
@@ -478,21 +477,49 @@ def test_sde_evaluation_times_match_sit(case, times, sit_finite):
 
 # ---------------------------------------------------------------- training scripts and launchers
 def _trainer_env(work, out, config, steps):
-    return {"TRAINING_GPUS_PER_NODE": "1", "CONFIG_FILE": config, "OUTPUT_DIR": out, "FEATURE_PATH": work["features"],
+    return {"NPROC": "1", "CONFIG_FILE": config, "OUTPUT_DIR": out, "FEATURE_PATH": work["features"],
             "BATCH_SIZE": "16", "NUM_WORKERS": "0", "MAX_STEPS": str(steps), "LOGGING_STEPS": "5", "SAVE_STEPS": str(steps // 2),
-            "VAE_NAME_OR_PATH": "random", "OMP_NUM_THREADS": "1"}
+            "VAE": "random", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def dit_trainer_run(work, tmp_path_factory):
-    """0_run_train_dit_trainer.sh for 30 steps with EMA (checkpoints at 15 and 30)."""
+    """0_run_train_dit_trainer.sh for 30 steps with EMA (the default; checkpoints at 15 and 30) and
+    a class grid every 20 steps, launched from a folder outside the repo."""
     import subprocess
 
     out = str(tmp_path_factory.mktemp("dit_trainer"))
-    env = dict(os.environ, **_trainer_env(work, out, work["dit"], 30))
-    proc = subprocess.run(["sh", os.path.join(REPO, CC, "0_run_train_dit_trainer.sh"), "--learning_rate", "2e-3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, **_trainer_env(work, out, work["dit"], 30), IMAGE_LOGGING_STEPS="20", NUM_INFERENCE_STEPS="2")
+    proc = subprocess.run(["sh", os.path.join(REPO, CC, "0_run_train_dit_trainer.sh"), "--learning_rate", "2e-3"], cwd=str(work["root"]), env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out
+
+
+def _assert_final_folders(out, ema_folder, raw_weights, prefix=""):
+    """final/ holds the EMA weights (= the last checkpoint's dit_ema/), final_raw/ the trained weights
+    (``raw_weights``: the last checkpoint's state dict, keys with ``prefix``); they differ."""
+    final = paddle.load(os.path.join(out, "final", "model_state.pdparams"))
+    raw = paddle.load(os.path.join(out, "final_raw", "model_state.pdparams"))
+    ema = paddle.load(os.path.join(ema_folder, "model_state.pdparams"))
+    assert final.keys() == raw.keys() == ema.keys()
+    for k in final:
+        np.testing.assert_array_equal(final[k].numpy(), ema[k].numpy(), err_msg=k)
+        np.testing.assert_array_equal(raw[k].numpy(), raw_weights[prefix + k].numpy(), err_msg=k)
+    assert any(not np.array_equal(final[k].numpy(), raw[k].numpy()) for k in final)
+    assert load_model_config(os.path.join(out, "final", "model_config.json")) == load_model_config(os.path.join(out, "final_raw", "model_config.json"))
+
+
+def test_dit_trainer_writes_grids_and_final_folders(dit_trainer_run):
+    """--image_logging_steps 20 over 30 steps: grids of steps 20 and 30 (the last), one column per
+    digit; final/ = EMA weights, final_raw/ = trained weights (the same layout as the plain loop)."""
+    from PIL import Image
+
+    assert sorted(os.listdir(os.path.join(dit_trainer_run, "samples"))) == ["step-20.png", "step-30.png"]
+    with Image.open(os.path.join(dit_trainer_run, "samples", "step-30.png")) as im:
+        assert im.size[0] > 9 * im.size[1]  # 10 classes in one row
+    ck = os.path.join(dit_trainer_run, "checkpoint-30")
+    _assert_final_folders(dit_trainer_run, os.path.join(ck, "dit_ema"), paddle.load(os.path.join(ck, "model_state.pdparams")), "transformer.")
 
 
 def test_dit_trainer_loss_falls_and_ema_checkpoint(dit_trainer_run):
@@ -579,19 +606,21 @@ def test_convert_to_ditpipeline_and_sample(dit_trainer_run, tmp_path):
 
 
 def _loop_env(work, config, out, steps, save_steps):
-    return {"NPROC": "1", "CONFIG_FILE": config, "RESULTS_DIR": out, "FEATURE_PATH": work["features"], "GLOBAL_BATCH_SIZE": "16",
+    return {"NPROC": "1", "CONFIG_FILE": config, "OUTPUT_DIR": out, "FEATURE_PATH": work["features"], "BATCH_SIZE": "16",
             "NUM_WORKERS": "0", "MAX_STEPS": str(steps), "LOGGING_STEPS": "5", "SAVE_STEPS": str(save_steps),
-            "VAE_NAME_OR_PATH": "random", "OMP_NUM_THREADS": "1"}
+            "VAE": "random", "OMP_NUM_THREADS": "1"}
 
 
 def test_notrainer_loss_falls_and_resume_continues_exactly(work, tmp_path, run_shell):
     """1_run_train_dit_notrainer.sh: loss falls; resuming checkpoint-10 reproduces step 20 exactly."""
     extra = ["--learning_rate", "2e-3", "--num_inference_steps", "2"]
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    proc = run_shell(f"{CC}/1_run_train_dit_notrainer.sh", *extra, env=_loop_env(work, work["dit"], a, 20, 10))
+    proc = run_shell(f"{CC}/1_run_train_dit_notrainer.sh", *extra, "--image_logging_steps", "15", env=_loop_env(work, work["dit"], a, 20, 10))
     losses = _losses_from_log(proc.stderr)
     assert len(losses) == 4 and losses[-1] < 0.6 * losses[0], losses
-    assert os.path.isfile(os.path.join(a, "samples", "final_ema.png"))
+    assert sorted(os.listdir(os.path.join(a, "samples"))) == ["step-15.png", "step-20.png"]  # every 15 steps and the last
+    ck20 = os.path.join(a, "checkpoint-20")
+    _assert_final_folders(a, os.path.join(ck20, "dit_ema"), paddle.load(os.path.join(ck20, "training_state.pdparams"))["model"])
     run_shell(f"{CC}/1_run_train_dit_notrainer.sh", *extra, "--resume_from_checkpoint", os.path.join(a, "checkpoint-10"),
               env=_loop_env(work, work["dit"], b, 20, 100))
     sa = paddle.load(os.path.join(a, "checkpoint-20", "training_state.pdparams"))
@@ -612,7 +641,7 @@ def test_notrainer_loss_falls_and_resume_continues_exactly(work, tmp_path, run_s
 def test_fine_tune_from_a_pretrained_model_folder(work, tmp_path, run_shell):
     """--pretrained_model_name_or_path: training starts from the folder's weights (step-1 loss of the
     fine-tuned run far below a fresh run's), and a folder of another size is refused by name."""
-    from class_conditional.objective import build_transformer
+    from objective import build_transformer
 
     extra = ["--learning_rate", "2e-3", "--num_inference_steps", "2", "--log_every", "1"]
     a = str(tmp_path / "a")
@@ -630,26 +659,52 @@ def test_sit_launchers_and_two_process_run(work, tmp_path, run_shell, launch_2pr
     env.update(PATH_TYPE="GVP", PREDICTION="score", LOSS_WEIGHT="likelihood")
     run_shell(f"{CC}/2_run_train_sit_trainer.sh", env=env)
     assert os.path.isfile(os.path.join(tmp_path, "sit_trainer", "final", "model_state.pdparams"))
-    proc, log_dir = launch_2proc(f"{CC}/train_image_generation_notrainer.py", "--config_file", work["sit"], "--feature_path", work["features"],
+    # the plain loop in 2 processes, each rank printing its local loss (a spy on Transport.training_losses)
+    script = os.path.join(REPO, CC, "train_image_generation_notrainer.py")
+    spy = tmp_path / "spy_losses.py"
+    spy.write_text(f"""import os, runpy, sys
+sys.path[:0] = [{REPO!r}, {os.path.join(REPO, CC)!r}]
+import common.bootstrap  # noqa
+import transport
+_losses = transport.Transport.training_losses
+def _spy(self, *a, **k):
+    out = _losses(self, *a, **k)
+    print("local loss", os.environ.get("PADDLE_TRAINER_ID", "0"), repr(float(out["loss"])), flush=True)
+    return out
+transport.Transport.training_losses = _spy
+sys.argv = [{script!r}] + sys.argv[1:]
+runpy.run_path({script!r}, run_name="__main__")
+""")
+    proc, log_dir = launch_2proc(str(spy), "--config_file", work["sit"], "--feature_path", work["features"],
                                  "--results_dir", str(tmp_path / "sit2"), "--global_batch_size", "16", "--num_workers", "0", "--max_steps", "4",
                                  "--log_every", "2", "--ckpt_every", "4", "--vae_name_or_path", "random", "--num_inference_steps", "2",
                                  env={"OMP_NUM_THREADS": "1"})
     state = paddle.load(os.path.join(tmp_path, "sit2", "checkpoint-4", "training_state.pdparams"))
     assert state["step"] == 4 and len(state["rng"]) == 2
-    assert "step 4 loss=" in (log_dir / "workerlog.0").read_text()
+    # the logged loss is the mean over both ranks and the 2 steps of the window (DiT's all-reduce), not rank 0's own
+    local = {r: [float(v) for v in re.findall(rf"local loss {r} (\S+)", (log_dir / f"workerlog.{r}").read_text())] for r in (0, 1)}
+    assert len(local[0]) == len(local[1]) == 4, local
+    logged = _losses_from_log((log_dir / "workerlog.0").read_text())
+    assert len(logged) == 2
+    for k, value in enumerate(logged):
+        both = np.mean(local[0][2 * k:2 * k + 2] + local[1][2 * k:2 * k + 2])
+        rank0 = np.mean(local[0][2 * k:2 * k + 2])
+        assert abs(value - both) <= 6e-4 * both and abs(rank0 - both) > 2e-3 * both, (value, both, rank0)
 
 
 def test_sit_notrainer_launcher(work, tmp_path, run_shell):
     out = str(tmp_path / "sit_loop")
     env = _loop_env(work, work["sit"], out, 4, 4)
     env.update(PATH_TYPE="VP", PREDICTION="noise", LOSS_WEIGHT="velocity")
-    run_shell(f"{CC}/3_run_train_sit_notrainer.sh", "--num_inference_steps", "2", env=env)
+    run_shell(f"{CC}/3_run_train_sit_notrainer.sh", "--num_inference_steps", "2", "--image_logging_steps", "4", env=env)
     assert os.path.isfile(os.path.join(out, "checkpoint-4", "dit_ema", "model_config.json"))
-    assert os.path.isfile(os.path.join(out, "samples", "final_ema.png"))
+    assert os.listdir(os.path.join(out, "samples")) == ["step-4.png"]  # the periodic grid of the last step, written once
+    args = paddle.load(os.path.join(out, "checkpoint-4", "training_state.pdparams"))["args"]
+    assert (args["path_type"], args["prediction"], args["loss_weight"]) == ("VP", "noise", "velocity")
 
 
 def test_sit_sampling_end_to_end(work):
-    from class_conditional.objective import sample_latents
+    from objective import sample_latents
 
     paddle.seed(0)
     model = tiny_model()
@@ -658,3 +713,31 @@ def test_sit_sampling_end_to_end(work):
         z = sample_latents(model, "SiT", [1, 2, 3], num_steps=4, cfg_scale=2.0, transport=tr, sampler=sampler)
         assert z.shape == [3, 4, 8, 8] and np.isfinite(z.numpy()).all()
     assert count_parameters(model) > 0
+
+
+def test_sampling_scripts_and_model_type_checks(tmp_path, run_script):
+    """infer_demo_sit.py samples a SiT model folder into one grid and refuses a DiT one;
+    sample_ddp.py writes one PNG per sample plus the .npz of them, and refuses SiT flags for a DiT."""
+    from PIL import Image
+
+    from objective import save_model_folder
+
+    paddle.seed(0)
+    dit, sit = str(tmp_path / "dit"), str(tmp_path / "sit")
+    save_model_folder(tiny_model(), dict(TINY), dit)
+    save_model_folder(tiny_model(), dict(TINY, model_type="SiT"), sit)
+    env = {"OMP_NUM_THREADS": "1"}
+    grid = tmp_path / "sit.png"
+    run_script(f"{CC}/infer_demo_sit.py", "--model_path", sit, "--vae_name_or_path", "random", "--class_labels", "1", "2", "3",
+               "--sampling_method", "euler", "--num_sampling_steps", "3", "--output", grid, env=env)
+    with Image.open(grid) as im:
+        assert abs(im.size[0] / im.size[1] - 3) < 0.3  # one row of 3 classes
+    proc = run_script(f"{CC}/infer_demo_sit.py", "--model_path", dit, "--vae_name_or_path", "random", env=env, check=False)
+    assert proc.returncode != 0 and "is a DiT model; sample it with sample_ddp.py" in proc.stderr
+    out = tmp_path / "samples"
+    run_script(f"{CC}/sample_ddp.py", "--model_path", dit, "--vae_name_or_path", "random", "--sample_dir", out, "--num_samples_per_class", "1",
+               "--num_classes", "2", "--num_sampling_steps", "2", "--sampler", "ddim", env=env)
+    assert sorted(os.listdir(out)) == ["000000_class0.png", "000001_class1.png", "samples_2.npz"]
+    assert np.load(out / "samples_2.npz")["arr_0"].shape == (2, 32, 32, 3)
+    proc = run_script(f"{CC}/sample_ddp.py", "--model_path", dit, "--vae_name_or_path", "random", "--path_type", "GVP", env=env, check=False)
+    assert proc.returncode != 0 and "--path_type: SiT options, but" in proc.stderr

@@ -1,7 +1,6 @@
 """common/: CPU settings, demo data, laion reader, image folder, EMA, checkpoints."""
 import base64
 import gzip
-import io
 import os
 import signal
 from contextlib import contextmanager
@@ -191,22 +190,62 @@ def test_resumable_sampler_skips_consumed_batches_once():
     assert list(sampler) == full  # the skip applies once
 
 
-# -- EMA -------------------------------------------------------------------------------------------
-def test_ema_update_matches_formula():
-    from ppdiffusers.training_utils import EMAModel
+# -- seeding, logged loss -------------------------------------------------------------------------
+def _as_rank(monkeypatch, rank, world):
+    monkeypatch.setenv("PADDLE_TRAINER_ID", str(rank))
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", str(world))
 
-    layer = paddle.nn.Linear(3, 2)
-    ema = EMAModel(layer.parameters(), decay=0.9)
-    w0 = layer.weight.numpy().copy()
-    shadow = w0.copy()
-    for step in range(1, 30):
-        with paddle.no_grad():
-            layer.weight.set_value(layer.weight + 0.1)
-        ema.step(layer.parameters())
-        decay = min(0.9, (1 + step) / (10 + step))  # ppdiffusers warm-up, capped at decay
-        shadow = decay * shadow + (1 - decay) * layer.weight.numpy()
-    np.testing.assert_allclose(ema.shadow_params[0].numpy(), shadow, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(shadow, layer.weight.numpy())  # the average lags the raw weights
+
+def test_seeding_idiom_same_init_on_every_rank_then_a_stream_per_rank(monkeypatch):
+    """seed_model_init: the same weights on every rank, fixed by the seed; seed_everything: seed * world + rank."""
+    from common.distributed import seed_everything, seed_model_init
+
+    weights, draws = {}, {}
+    for rank in (0, 1):
+        _as_rank(monkeypatch, rank, 2)
+        assert seed_model_init(5) == 5
+        weights[rank] = paddle.nn.Linear(4, 3).weight.numpy()
+        assert seed_everything(5) == 10 + rank
+        draws[rank] = (paddle.randn([4]).numpy(), np.random.rand())
+    np.testing.assert_array_equal(weights[0], weights[1])
+    assert not np.array_equal(draws[0][0], draws[1][0]) and draws[0][1] != draws[1][1]
+    seed_model_init(6)
+    assert not np.array_equal(paddle.nn.Linear(4, 3).weight.numpy(), weights[0])  # another seed, other weights
+    paddle.seed(11)  # rank 1 of 2 with seed 5 draws what paddle.seed(5 * 2 + 1) draws
+    np.testing.assert_array_equal(paddle.randn([4]).numpy(), draws[1][0])
+
+
+def test_logged_loss_is_the_window_mean_over_steps_and_micro_batches(tmp_path):
+    from common.logging_utils import TrainLogger
+
+    log = TrainLogger(str(tmp_path), logging_steps=2, use_visualdl=False)
+    assert log.step(1, [1.0, 3.0], lr=0.1, num_images=4, extra={"d_loss": 0.5}) is None  # micro-batches 1 and 3: step loss 2
+    record = log.step(2, 4.0, lr=0.1, num_images=4, extra={"d_loss": 1.5})
+    assert record["loss"] == pytest.approx(3.0) and record["d_loss"] == pytest.approx(1.5) and record["lr"] == pytest.approx(0.1)
+    assert log.history == [(2, pytest.approx(3.0))]
+    with pytest.raises(ValueError, match="loss"):
+        log.step(3, [])
+
+
+# -- the demo VAE ----------------------------------------------------------------------------------
+def test_vae_auto_without_the_demo_vae_names_the_command_to_run(tmp_path, monkeypatch):
+    from common import vae
+
+    demo = tmp_path / "outputs" / "vae_demo" / "final"
+    monkeypatch.setattr(vae, "DEMO_VAE_DIR", str(demo))
+    for name in ("auto", "", None):
+        with pytest.raises(FileNotFoundError, match="autoencoder/run_train_vae_demo.sh"):
+            vae.resolve_vae_name(name)
+    with pytest.raises(FileNotFoundError, match="autoencoder/run_train_vae_demo.sh"):
+        vae.vae_downsampling_factor("auto")
+    with pytest.raises(FileNotFoundError, match="autoencoder/run_train_vae_demo.sh"):
+        vae.load_vae("auto")
+    assert vae.resolve_vae_name("random") == "random"  # asked for by name: no error
+    assert vae.vae_downsampling_factor("random")[0] == 4
+    demo.mkdir(parents=True)  # once the demo has trained it, auto is that folder
+    (demo / "config.json").write_text('{"_class_name": "AutoencoderKL", "down_block_types": ["A", "B", "C", "D"]}')
+    assert vae.resolve_vae_name("auto") == str(demo)
+    assert vae.vae_downsampling_factor("auto")[0] == 8
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -232,6 +271,51 @@ def test_checkpoint_atomic_latest_and_total_limit(tmp_path, monkeypatch):
     assert ckpt.resolve_checkpoint(None, out) is None
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         ckpt.resolve_checkpoint(str(tmp_path), out)
+
+
+def test_optimizer_state_loads_into_a_rebuilt_model_for_each_of_two_optimizers():
+    """One helper for every plain loop: two optimizers over mixed parameter lists (the VAE's
+    generator: a network + a loose parameter; its discriminator) restored into freshly built
+    copies whose parameters got other generated names; and the older VAE format (slots keyed by
+    position, param<i>) still loads."""
+
+    def build():
+        paddle.seed(0)
+        gen, disc = paddle.nn.Linear(3, 2), paddle.nn.Linear(2, 1)
+        logvar = paddle.create_parameter([1], "float32", default_initializer=paddle.nn.initializer.Constant(0.0))
+        gen_params, disc_params = list(gen.parameters()) + [logvar], list(disc.parameters())
+        return (paddle.optimizer.Adam(parameters=gen_params, learning_rate=0.1), gen_params), (paddle.optimizer.Adam(parameters=disc_params, learning_rate=0.1), disc_params)
+
+    def step(pairs):
+        for opt, params in pairs:
+            loss = sum((p * p).sum() for p in params)
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+
+    first = build()
+    step(first)
+    saved = [ckpt.optimizer_state(opt, params) for opt, params in first]
+    legacy = {}  # what autoencoder/train_vae.py wrote before: the generator's slots renamed param<i>
+    for key, value in first[0][0].state_dict().items():
+        for i, p in sorted(enumerate(first[0][1]), key=lambda t: -len(t[1].name)):
+            if key.startswith(p.name + "_"):
+                key = f"param{i}" + key[len(p.name):]
+                break
+        legacy[key] = value
+    for state, reference in ((saved, first), ([legacy, saved[1]], first)):
+        again = build()
+        assert [p.name for p in again[0][1]] != [p.name for p in first[0][1]]  # other generated names
+        for (opt, params), s in zip(again, state):
+            ckpt.load_optimizer_state(opt, s, params)
+        for (opt, params), (ref_opt, ref_params) in zip(again, reference):
+            moments = {k[len(p.name):]: v for k, v in opt.state_dict().items() for p in params if k.startswith(p.name + "_") and hasattr(v, "numpy")}
+            ref = {k[len(p.name):]: v for k, v in ref_opt.state_dict().items() for p in ref_params if k.startswith(p.name + "_") and hasattr(v, "numpy")}
+            assert moments.keys() == ref.keys() and any("moment1" in k for k in moments)
+            for k in ref:
+                np.testing.assert_array_equal(moments[k].numpy(), ref[k].numpy(), err_msg=k)
+    with pytest.raises(ValueError, match="saved for 3 parameters, the model has 2"):
+        ckpt.load_optimizer_state(build()[1][0], saved[0], build()[1][1])
 
 
 def test_rng_state_round_trip():

@@ -45,3 +45,62 @@ def test_face_judge_tells_faces_from_noise_and_blobs(demo_root):
     noise = [rng.randint(0, 256, (32, 32)).astype(np.uint8) for _ in range(20)]
     blobs = [Image.fromarray((rng.rand(4, 4) * 255).astype(np.uint8)).resize((32, 32), Image.BICUBIC) for _ in range(20)]
     assert face_rate(noise) == 0.0 and face_rate(blobs) <= 0.05
+
+
+class _DigitDrawingPipeline:
+    """A stand-in text-to-image pipeline: draws a real digit (the last ones of data/demo/digits)
+    for the number word in each prompt, plus ``shift`` -- so the judge's score tells whether
+    --txt2img_pipeline asked for the right digit with the right prompt."""
+
+    shift = 0
+    calls = []
+
+    def __init__(self, folder):
+        import os
+
+        from PIL import Image
+
+        self.images = {c: Image.open(os.path.join(folder, str(c), sorted(os.listdir(os.path.join(folder, str(c))))[-1]))
+                       for c in range(10)}
+
+    @classmethod
+    def from_pretrained(cls, path):
+        return cls(cls.digits_dir)
+
+    def __call__(self, prompt, num_inference_steps=50, guidance_scale=1.0, generator=None):
+        from types import SimpleNamespace
+
+        from common.demo_data import DIGIT_NAMES
+
+        type(self).calls.append((list(prompt), num_inference_steps, guidance_scale))
+        words = [p.rsplit(" ", 1)[1] for p in prompt]
+        return SimpleNamespace(images=[self.images[(list(DIGIT_NAMES).index(w) + self.shift) % 10] for w in words])
+
+
+def test_txt2img_cli_prompts_each_digit_and_scores_it(demo_root, tmp_path, monkeypatch, capsys):
+    import json
+    import os
+
+    import ppdiffusers
+    import pytest
+
+    from common.demo_eval import DIGIT_PROMPTS, main
+
+    monkeypatch.setattr(ppdiffusers, "DigitDrawingPipeline", _DigitDrawingPipeline, raising=False)
+    monkeypatch.setattr(_DigitDrawingPipeline, "digits_dir", os.path.join(demo_root, "digits"), raising=False)
+    monkeypatch.setattr(_DigitDrawingPipeline, "calls", [])
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "DigitDrawingPipeline"}))
+    argv = ["--txt2img_pipeline", str(tmp_path), "--samples_per_class", "2", "--num_inference_steps", "7", "--guidance_scale", "3"]
+    assert main(argv) == 1.0
+    out = capsys.readouterr().out
+    assert "digit accuracy 1.00 (20/20)" in out and "per class 0:1.00" in out
+    prompts, steps, scale = _DigitDrawingPipeline.calls[0]
+    assert (steps, scale) == (7, 3.0) and sorted(prompts) == sorted(list(DIGIT_PROMPTS) * 2)
+    assert DIGIT_PROMPTS[7] == "a handwritten digit seven"
+    monkeypatch.setattr(_DigitDrawingPipeline, "shift", 1)  # draws the next digit: the judge must notice
+    assert main(argv) < 0.2
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "NoSuchPipeline"}))
+    with pytest.raises(ValueError, match="NoSuchPipeline"):
+        main(argv)
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        main(["--txt2img_pipeline", str(tmp_path / "missing")])

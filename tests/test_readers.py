@@ -139,9 +139,14 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path):
 
 
 # -- feature folders -------------------------------------------------------------------------------
+CC_DIR = os.path.join(REPO, "class_conditional")
+if CC_DIR not in sys.path:  # class_conditional's modules by plain name, as its scripts import them
+    sys.path.append(CC_DIR)
+
+
 def _class_features(root, n=8):
     """class_conditional layout; sample i has latents filled with i and label i % 2."""
-    from class_conditional.features import FEATURE_DIR, LABEL_DIR
+    from features import FEATURE_DIR, LABEL_DIR
 
     os.makedirs(os.path.join(root, FEATURE_DIR))
     os.makedirs(os.path.join(root, LABEL_DIR))
@@ -159,7 +164,7 @@ def _truncate(path, keep=60):
 
 
 def test_class_features_truncated_npy_is_skipped_and_named(tmp_path):
-    from class_conditional.features import FEATURE_DIR, FeatureDataset
+    from features import FEATURE_DIR, FeatureDataset
 
     root = _class_features(tmp_path / "feat")
     _truncate(os.path.join(root, FEATURE_DIR, "3.npy"))
@@ -169,8 +174,9 @@ def test_class_features_truncated_npy_is_skipped_and_named(tmp_path):
     with pytest.raises(ValueError, match=r"3\.npy"):
         ds.load_sample(3)
     proc = _run_py(f"""
-        import json, paddle
-        from class_conditional.features import FeatureDataset
+        import json, paddle, sys
+        sys.path.insert(0, {CC_DIR!r})
+        from features import FeatureDataset
         from common.images import ResumableBatchSampler
         ds = FeatureDataset({root!r})
         sampler = ResumableBatchSampler(ds, batch_size=4, shuffle=True, drop_last=True)
@@ -332,7 +338,7 @@ def _class_tree(root, classes, per_class):
 
 def test_class_conditional_extract_features_rewrites_a_used_folder(tmp_path):
     extract = _module("class_conditional/extract_features.py", "cc_extract_for_readers")
-    from class_conditional.features import FeatureDataset
+    from features import FeatureDataset
 
     features = str(tmp_path / "features")
     common = ["--feature_path", features, "--image_size", "8", "--vae_name_or_path", "random", "--batch_size", "8"]

@@ -27,6 +27,7 @@ from common import checkpoint as ckpt  # noqa: E402
 from common.run_guard import NonFiniteError, OutputDirInUseError, OutputDirLock, TrainingGuard  # noqa: E402
 
 DIT_SCRIPT = os.path.join(REPO_ROOT, "class_conditional", "train_image_generation_trainer.py")
+CC_DIR = os.path.dirname(DIT_SCRIPT)  # its sibling modules are imported by plain name
 DDPM_SCRIPT = os.path.join(REPO_ROOT, "ddpm_tutorial", "train_unconditional.py")
 TINY_DIT = {"model_type": "DiT", "input_size": 8, "patch_size": 2, "in_channels": 4, "hidden_size": 64, "depth": 2,
             "num_heads": 2, "class_dropout_prob": 0.1, "num_classes": 1000, "learn_sigma": True}
@@ -48,8 +49,10 @@ def features(tmp_path_factory, demo_root):
         (root / "digits" / str(c)).mkdir(parents=True)
         for name in sorted(os.listdir(src))[:8]:
             shutil.copy(os.path.join(src, name), root / "digits" / str(c) / name)
-    spec = importlib.util.spec_from_file_location("cc_extract_robust", os.path.join(REPO_ROOT, "class_conditional", "extract_features.py"))
+    spec = importlib.util.spec_from_file_location("cc_extract_robust", os.path.join(CC_DIR, "extract_features.py"))
     extract = importlib.util.module_from_spec(spec)
+    if CC_DIR not in sys.path:
+        sys.path.append(CC_DIR)
     spec.loader.exec_module(extract)
     extract.main(["--data_path", str(root / "digits"), "--feature_path", str(root / "features"), "--image_size", "32",
                   "--vae_name_or_path", "random", "--batch_size", "40"])
@@ -61,7 +64,7 @@ def _dit_args(features, out, max_steps, save_steps, *extra):
     return ["--do_train", "--feature_path", features["features"], "--config_file", features["config"], "--output_dir", str(out),
             "--per_device_train_batch_size", "16", "--dataloader_num_workers", "0", "--learning_rate", "2e-3", "--lr_scheduler_type", "constant",
             "--warmup_steps", "0", "--max_steps", str(max_steps), "--save_steps", str(save_steps), "--logging_steps", "1", "--use_ema", "True",
-            "--vae_name_or_path", "random", "--max_grad_norm", "-1", "--disable_tqdm", "True", "--seed", "0", "--overwrite_output_dir", "True", *extra]
+            "--vae_name_or_path", "random", "--max_grad_norm", "-1", "--disable_tqdm", "True", "--seed", "0", *extra]
 
 
 def _run(cmd, timeout=240, check=True):
@@ -75,7 +78,7 @@ def _run_dit(features, out, max_steps, save_steps, *extra, check=True, prelude=N
     """Run the DiT Trainer script; ``prelude`` is python code run first in the same process (a hook)."""
     if prelude is None:
         return _run([sys.executable, DIT_SCRIPT, *_dit_args(features, out, max_steps, save_steps, *extra)], check=check)
-    code = (f"import os, sys, runpy\nsys.path.insert(0, {REPO_ROOT!r})\nfrom common.cpu_env import apply_cpu_env\napply_cpu_env(verbose=False)\n"
+    code = (f"import os, sys, runpy\nsys.path[:0] = [{CC_DIR!r}, {REPO_ROOT!r}]\nfrom common.cpu_env import apply_cpu_env\napply_cpu_env(verbose=False)\n"
             f"{prelude}\nsys.argv = [{DIT_SCRIPT!r}] + sys.argv[1:]\nrunpy.run_path({DIT_SCRIPT!r}, run_name='__main__')\n")
     return _run([sys.executable, "-c", code, *_dit_args(features, out, max_steps, save_steps, *extra)], check=check)
 

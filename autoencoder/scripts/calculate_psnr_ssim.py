@@ -12,6 +12,9 @@ Example::
 import argparse
 import glob
 import json
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # noqa: E401,E702 -- repo root, for common/
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # autoencoder/, for its vae_*.py modules
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
 import numpy as np
 from PIL import Image

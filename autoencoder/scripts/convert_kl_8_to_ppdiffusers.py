@@ -34,18 +34,14 @@ weights ``(in, out)`` (squeezed and transposed).
 """
 import argparse
 import json
-import os
 import re
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # noqa: E401,E702 -- repo root, for common/
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # autoencoder/, for its vae_*.py modules
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import numpy as np
 
-apply_cpu_env()  # must run before paddle is imported
-
-import numpy as np  # noqa: E402
-
-from common.weights import read_state_dict, unwrap_state_dict  # noqa: E402
+from common.weights import read_state_dict, unwrap_state_dict
 
 __all__ = ["load_state_dict", "infer_config", "convert_state_dict", "convert"]
 

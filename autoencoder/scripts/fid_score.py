@@ -12,16 +12,12 @@ Example::
     python scripts/fid_score.py originals/ recon/ --inception_weights inception_v3.pdparams
 """
 import argparse
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # noqa: E401,E702 -- repo root, for common/
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # autoencoder/, for its vae_*.py modules
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
-
-apply_cpu_env()  # must run before paddle is imported
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
 INCEPTION_URL = "https://paddle-hapi.bj.bcebos.com/models/inception_v3.pdparams"
 

@@ -1,6 +1,6 @@
 """Gaussian diffusion for DiT: ``create_diffusion(timestep_respacing, learn_sigma=True)``.
 
-Both this and :mod:`class_conditional.transport` expose
+Both this and :mod:`transport` expose
 ``training_losses(model, x_start, model_kwargs) -> {"loss": ...}``.
 """
 from .gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule, mean_flat  # noqa: F401

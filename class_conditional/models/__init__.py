@@ -1,2 +1,2 @@
 """Backbones for class-conditional generation."""
-from .dit import CONFIG_KEYS, DiT, build_model, count_parameters, load_model_config  # noqa: F401
+from .dit import CONFIG_KEYS, DiT, count_parameters, load_model_config, model_kwargs  # noqa: F401

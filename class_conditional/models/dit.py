@@ -35,7 +35,7 @@ from ppdiffusers.models.attention import FeedForward
 from ppdiffusers.models.attention_processor import Attention
 from ppdiffusers.models.embeddings import LabelEmbedding, PatchEmbed, TimestepEmbedding, Timesteps
 
-__all__ = ["DiT", "CONFIG_KEYS", "load_model_config", "build_model", "count_parameters"]
+__all__ = ["DiT", "CONFIG_KEYS", "load_model_config", "model_kwargs", "count_parameters"]
 
 # every key a model config JSON may hold (anything else is an error, to catch typos)
 CONFIG_KEYS = {
@@ -141,11 +141,6 @@ class DiT(nn.Layer):
         self.proj_out_2 = nn.Linear(hidden_size, patch_size * patch_size * self.out_channels)
         self.initialize_weights()
 
-    @classmethod
-    def from_config_file(cls, config_file):
-        """Build from a JSON config (validated by :func:`load_model_config`)."""
-        return cls(**model_kwargs(load_model_config(config_file)))
-
     def initialize_weights(self):
         """DiT init (facebookresearch/DiT ``DiT.initialize_weights``): xavier-uniform linears with
         zero bias, N(0, 0.02) embeddings, and zero adaLN / output layers so every block starts as
@@ -249,12 +244,6 @@ class DiT(nn.Layer):
 def model_kwargs(cfg):
     """Constructor arguments of :class:`DiT` from a validated config dict."""
     return {k: v for k, v in cfg.items() if k not in ("model_type", "paper_params")}
-
-
-def build_model(config_file):
-    """``(model, cfg)`` from a config JSON."""
-    cfg = load_model_config(config_file)
-    return DiT(**model_kwargs(cfg)), cfg
 
 
 def count_parameters(model):

@@ -1,4 +1,4 @@
-"""Map a trained :class:`~class_conditional.models.dit.DiT` onto ppdiffusers' ``Transformer2DModel``
+"""Map a trained :class:`~models.dit.DiT` onto ppdiffusers' ``Transformer2DModel``
 (``norm_type="ada_norm_zero"``), the transformer that ``DiTPipeline`` runs.
 
 Differences handled here: ppdiffusers keeps a timestep embedder and a class embedder inside
@@ -7,7 +7,7 @@ copied into each block.  The per-block modulation ``adaLN_modulation`` becomes
 ``norm1.linear``.  Everything else has the same names and shapes.
 
 What cannot be carried over: ``Transformer2DModel`` embeds timesteps with frequency shift 1 while
-official DiT uses 0 (see :mod:`class_conditional.models.dit`); :func:`export_error` measures the
+official DiT uses 0 (see :mod:`models.dit`); :func:`export_error` measures the
 difference, which is ~1e-6 only for models trained with ``downscale_freq_shift`` 1.
 """
 import paddle

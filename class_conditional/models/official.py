@@ -1,5 +1,5 @@
 """The official DiT / SiT checkpoint layout (facebookresearch/DiT ``models.DiT``; willisma/SiT uses
-the same backbone and names) and its mapping onto :class:`~class_conditional.models.dit.DiT`.
+the same backbone and names) and its mapping onto :class:`~models.dit.DiT`.
 
 Official names and shapes (PyTorch ``nn.Linear`` weights are ``(out, in)``; paddle's are
 ``(in, out)``, so every 2-D linear weight is transposed):
@@ -40,7 +40,7 @@ OFFICIAL_MODEL_CONFIGS = {
 
 def official_shapes(cfg):
     """``{name: shape}`` of an official DiT/SiT ``state_dict`` for a validated model config dict
-    (see :func:`~class_conditional.models.dit.load_model_config`)."""
+    (see :func:`~models.dit.load_model_config`)."""
     d, c, p = cfg["hidden_size"], cfg["in_channels"], cfg["patch_size"]
     out_c = c * (2 if cfg["learn_sigma"] else 1)
     mlp = int(d * cfg["mlp_ratio"])

@@ -24,20 +24,17 @@ linear schedule) and ``model_index.json`` with ``id2label`` so that ``pipe.get_l
 retriever"])`` works.  Note ``DiTPipeline`` uses class id 1000 as the "no class" label for
 guidance, so models exported for it need ``num_classes`` 1000 (the demo configs use 1000 too).
 """
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # noqa: E401,E702 -- repo root, for common/
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # class_conditional/, for its sibling modules
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
 import argparse
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
-
-apply_cpu_env()  # must run before paddle is imported
-
-from class_conditional.models.export import export_error, to_transformer2d  # noqa: E402
-from class_conditional.objective import load_model_folder, load_official_checkpoint, save_model_folder  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from common.vae import load_vae  # noqa: E402
+from models.export import export_error, to_transformer2d
+from objective import load_model_folder, load_official_checkpoint, save_model_folder
+from common.logging_utils import get_logger
+from common.vae import load_vae
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 logger = get_logger("convert")

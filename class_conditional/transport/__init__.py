@@ -1,7 +1,7 @@
 """SiT transport: interpolant paths, predictions and ODE/SDE samplers.
 
 ``create_transport(...)`` gives an object with ``training_losses(model, x_start, model_kwargs)
--> {"loss": ...}`` like :mod:`class_conditional.diffusion`.
+-> {"loss": ...}`` like :mod:`diffusion`.
 """
 from .path import PATHS, GVPPath, LinearPath, VPPath, expand_t_like_x  # noqa: F401
 from .transport import DIFFUSION_FORMS, LAST_STEPS, Sampler, Transport, integrate_ode  # noqa: F401

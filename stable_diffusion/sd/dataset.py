@@ -28,8 +28,11 @@ class TextImageProcessor:
     classifier-free guidance work on a model trained from scratch) and tokenized, padded and
     truncated to ``tokenizer.model_max_length``.
 
-    The random choices come from a ``numpy`` generator seeded with ``(seed, reader id)`` on
-    first use in each DataLoader worker / rank, so runs repeat.
+    The random choices come from a ``numpy`` generator seeded with ``(seed, rank, worker)`` on
+    first use in each DataLoader worker / rank, so runs repeat; the laion reader also passes
+    ``sample_index`` (unique to the sample in the run, see :class:`common.laion.LaionDataset`) and
+    then each sample gets its own generator ``(seed, sample_index)``, so a resumed stream that
+    skipped the consumed records draws what the uninterrupted run drew.
     """
 
     def __init__(self, tokenizer, resolution, proportion_empty_prompts=0.0, seed=0, center_crop=True, random_flip=False):
@@ -45,8 +48,7 @@ class TextImageProcessor:
         if self._rng is None:
             info = paddle.io.get_worker_info()
             worker = info.id if info is not None else 0
-            rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-            self._rng = np.random.default_rng([self.seed, rank, worker])
+            self._rng = np.random.default_rng([self.seed, int(os.environ.get("PADDLE_TRAINER_ID", "0")), worker])
         return self._rng
 
     def tokenize(self, caption):
@@ -56,8 +58,8 @@ class TextImageProcessor:
         )["input_ids"]
         return np.asarray(ids, dtype=np.int64)
 
-    def __call__(self, image, caption):
-        rng = self._get_rng()
+    def __call__(self, image, caption, sample_index=None):
+        rng = self._get_rng() if sample_index is None else np.random.default_rng([self.seed, int(sample_index)])
         if self.proportion_empty_prompts and rng.random() < self.proportion_empty_prompts:
             caption = ""
         return {"pixel_values": self.transform(image, rng), "input_ids": self.tokenize(caption)}

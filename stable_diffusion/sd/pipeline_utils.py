@@ -30,18 +30,22 @@ SCHEDULERS = {
 }
 
 
-def make_training_scheduler(prediction_type="epsilon", pretrained_model_name_or_path=None):
+def make_training_scheduler(prediction_type=None, pretrained_model_name_or_path=None):
     """The training ``DDPMScheduler``: the pretrained pipeline's ``scheduler/`` config when a
     pipeline is given (fine-tuning), else Stable Diffusion's schedule (1000 steps, scaled-linear
-    betas 0.00085..0.012)."""
+    betas 0.00085..0.012).
+
+    ``prediction_type`` (``epsilon`` / ``v_prediction``) overrides the pipeline's; ``None`` keeps
+    it (as upstream ``train_text_to_image``), and means ``epsilon`` when training from scratch.
+    """
     from ppdiffusers import DDPMScheduler
 
     if pretrained_model_name_or_path:
         scheduler = DDPMScheduler.from_pretrained(pretrained_model_name_or_path, subfolder="scheduler")
-        if scheduler.config.prediction_type != prediction_type:
+        if prediction_type and scheduler.config.prediction_type != prediction_type:
             scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type=prediction_type)
         return scheduler
-    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, prediction_type=prediction_type)
+    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, prediction_type=prediction_type or "epsilon")
 
 
 def make_inference_scheduler(training_scheduler, name="ddim"):

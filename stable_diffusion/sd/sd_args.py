@@ -55,7 +55,7 @@ class SDModelArguments:
     pretrained_model_name_or_path: Optional[str] = field(default=None, metadata={"help": "A full Stable Diffusion folder or hub id (tokenizer/, text_encoder/, vae/, unet/, scheduler/); the four *_name_or_path arguments take priority."})
     model_max_length: Optional[int] = field(default=None, metadata={"help": "Tokenizer padding/truncation length (default: the loaded tokenizer's own; 77 for one trained on the captions)."})
     tokenizer_vocab_size: int = field(default=1024, metadata={"help": "Vocabulary size bound when a tokenizer is trained on the captions."})
-    prediction_type: str = field(default="epsilon", metadata={"help": "UNet target: epsilon or v_prediction."})
+    prediction_type: Optional[str] = field(default=None, metadata={"help": "UNet target: epsilon or v_prediction. Default: the pretrained pipeline's scheduler's (fine-tuning), else epsilon (upstream train_text_to_image)."})
     num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps of the prompt grids logged during training."})
     train_text_encoder: bool = field(default=False, metadata={"help": "Train the text encoder too (on in the from-scratch demo)."})
     noise_offset: float = field(default=0.0, metadata={"help": "Offset-noise scale (per-sample, per-channel constant added to the noise)."})

@@ -1,0 +1,81 @@
+"""bench/ harness: ``--compare torch`` without torch skips cleanly, a Paddle row runs in its own
+process, and (only when a torch interpreter is given in $BENCH_TORCH_PYTHON) the PyTorch mirror
+holds the same number of parameters.  No timing assertions: speed lives in bench/."""
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+
+import bench_common  # noqa: E402
+
+TINY_ROW = ["bench/bench_class_conditional.py", "--rows", "sit_demo", "--steps", "1", "--batch_size", "2"]
+
+
+@pytest.fixture
+def python_without_torch(tmp_path):
+    """An interpreter (a wrapper around this one) whose ``sys.path`` starts with a ``torch`` package that fails to import."""
+    fake = tmp_path / "hide" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch hidden by tests/test_bench.py')\n")
+    wrapper = tmp_path / "python_without_torch"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{fake.parent}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return str(wrapper)
+
+
+def test_torch_status_reports_the_import_error(python_without_torch):
+    ok, text = bench_common.torch_status(python_without_torch)
+    assert not ok
+    assert "torch hidden by tests/test_bench.py" in text
+
+
+def test_torch_status_of_a_missing_interpreter(tmp_path):
+    ok, text = bench_common.torch_status(str(tmp_path / "no_such_python"))
+    assert not ok and "no_such_python" in text
+
+
+def test_time_steps_checks_its_arguments():
+    calls = []
+    out = bench_common.time_steps(lambda: calls.append(1), warmup=2, steps=3)
+    assert len(calls) == 5 and out["ms_min"] <= out["ms_per_step"]
+    with pytest.raises(ValueError, match="steps >= 1"):
+        bench_common.time_steps(lambda: None, warmup=0, steps=0)
+
+
+def test_compare_torch_without_torch_runs_the_paddle_row(python_without_torch):
+    proc = subprocess.run([sys.executable, *TINY_ROW, "--compare", "torch", "--torch_python", python_without_torch],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "torch hidden by tests/test_bench.py" in out and "pip install torch diffusers" in out
+    assert "PyTorch ms/step" not in out  # the Paddle-only table, no mirror was started
+    row = [line for line in out.splitlines() if line.startswith("| SiT_demo.json")]
+    assert len(row) == 1, out
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[2] == "2"  # batch
+    assert float(cells[3]) > 0 and float(cells[5]) > 0  # ms/step and peak RSS were measured by the child
+
+
+def test_bad_shared_flag_is_named():
+    proc = subprocess.run([sys.executable, *TINY_ROW, "--repeats", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--repeats must be >= 1" in proc.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("BENCH_TORCH_PYTHON"), reason="set BENCH_TORCH_PYTHON to an interpreter with torch + diffusers")
+def test_compare_torch_mirror_has_the_same_parameter_count():
+    ok, text = bench_common.torch_status(os.environ["BENCH_TORCH_PYTHON"])
+    if not ok:
+        pytest.skip(f"$BENCH_TORCH_PYTHON cannot import torch/diffusers: {text}")
+    proc = subprocess.run([sys.executable, *TINY_ROW, "--compare", "torch"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| SiT_demo.json")]
+    assert len(row) == 1, proc.stdout
+    params = re.match(r"\s*([\d.]+) / ([\d.]+)\s*$", row[0].strip("|").split("|")[1])
+    assert params and params.group(1) == params.group(2), row[0]
+    assert "parameter counts differ" not in proc.stdout
