@@ -243,7 +243,7 @@ def test_extract_image_size_follows_the_vae(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------- stable_diffusion
 SD_BAD = [
-    (["--resolution", "30"], "--resolution must be a positive multiple of 4 (the downsampling factor of the VAE 'auto'"),
+    (["--resolution", "30"], "--resolution must be a positive multiple of 4 (the downsampling factor of the VAE 'random'"),
     (["--resolution", "36", "--vae_name_or_path", "CompVis/stable-diffusion-v1-4/vae"], "--resolution must be a positive multiple of 8"),
     (["--max_steps", "-3"], "--max_steps must be > 0 (or -1 with --do_train and --num_train_epochs > 0), got -3"),
     (["--learning_rate", "-1"], "--learning_rate must be > 0, got -1.0"),
@@ -258,7 +258,7 @@ SD_BAD = [
 @pytest.mark.parametrize("argv,message", SD_BAD, ids=[" ".join(a) for a, _ in SD_BAD])
 def test_stable_diffusion_rejects(argv, message, tmp_path):
     sd = _script("stable_diffusion/train_txt2img_laion400m_trainer.py", "stable_diffusion")
-    base = {"--output_dir": str(tmp_path / "out"), "--max_steps": "10", "--resolution": "32"}
+    base = {"--output_dir": str(tmp_path / "out"), "--max_steps": "10", "--resolution": "32", "--vae_name_or_path": "random"}
     base.update(dict(zip(argv[::2], argv[1::2])))
     with pytest.raises(ValueError) as e:
         sd.parse_args([x for kv in base.items() for x in kv])
@@ -268,14 +268,14 @@ def test_stable_diffusion_rejects(argv, message, tmp_path):
 def test_stable_diffusion_config_errors_name_the_file(bad_json, tmp_path):
     sd = _script("stable_diffusion/train_txt2img_laion400m_trainer.py", "stable_diffusion")
     with pytest.raises(ValueError, match=r"--unet_name_or_path '.*broken\.json' is not valid JSON: line 3 col 3"):
-        sd.parse_args(["--output_dir", str(tmp_path / "out"), "--max_steps", "10", "--resolution", "32", "--unet_name_or_path", bad_json])
+        sd.parse_args(["--output_dir", str(tmp_path / "out"), "--max_steps", "10", "--resolution", "32", "--vae_name_or_path", "random", "--unet_name_or_path", bad_json])
     with pytest.raises(ValueError, match=r"--unet_name_or_path '.*broken\.json' is not valid JSON"):
         sd.load_unet(bad_json)  # the loader itself names the file too
 
 
 def test_stable_diffusion_valid_arguments_parse(tmp_path):
     sd = _script("stable_diffusion/train_txt2img_laion400m_trainer.py", "stable_diffusion")
-    _, _, targs, _ = sd.parse_args(["--output_dir", str(tmp_path / "out"), "--max_steps", "10", "--resolution", "32", "--image_logging_steps", "0",
+    _, _, targs, _ = sd.parse_args(["--output_dir", str(tmp_path / "out"), "--max_steps", "10", "--resolution", "32", "--image_logging_steps", "0", "--vae_name_or_path", "random",
                                     "--unet_name_or_path", os.path.join(REPO_ROOT, "stable_diffusion", "config", "unet_demo.json")])
     assert targs.resolution == 32 and targs.max_steps == 10
     _, _, targs, _ = sd.parse_args(["--output_dir", str(tmp_path / "sd"), "--max_steps", "10", "--resolution", "512", "--vae_name_or_path", "CompVis/stable-diffusion-v1-4/vae"])
