@@ -12,24 +12,18 @@ Each row runs in its own process (bench/bench_common.py), so peak RSS is the row
 ``--compare torch`` is accepted for symmetry with the other bench scripts but U-ViT has no
 diffusers mirror, so the rows stay Paddle-only.
 """
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ldm_uvit"))  # its modules, by plain name
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, ROOT)  # repo root, for common/
-sys.path.insert(0, os.path.join(ROOT, "ldm_uvit"))
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import argparse
 
-apply_cpu_env()  # must run before paddle is imported
+import paddle
 
-import argparse  # noqa: E402
+from uvit_diffusion import UViTLatentDiffusion
+from uvit_trainer import build_unet, load_unet_config
 
-import paddle  # noqa: E402
-
-from uvit_diffusion import UViTLatentDiffusion  # noqa: E402
-from uvit_trainer import build_unet, load_unet_config  # noqa: E402
-
-from bench_common import add_bench_arguments, check_bench_arguments, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, check_bench_arguments, emit, run_rows, time_steps
 
 PAPER_PARAMS_M = {"uvit_t2i_small_deep": 58.0}
 ROWS = {"small_deep_b1": ("uvit_t2i_small_deep", 1), "demo_b1": ("uvit_t2i_demo", 1), "demo_b64": ("uvit_t2i_demo", 64)}

@@ -26,35 +26,29 @@ the model file are exported.  ``--scaling_factor`` (default: ``scaling_factor`` 
 ``ldm_uvit_args.json`` when recorded, as ``convert_official_uvit.py`` does, else the VAE's own) is
 written into ``vqvae/config.json``; the pipeline decodes latents with ``1 / scaling_factor``.
 """
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
+import argparse
+import json
+import shutil
+
+import paddle
+from paddlenlp.trainer.argparser import strtobool
+from ppdiffusers import LDMTextToImagePipeline
+from ppdiffusers.training_utils import EMAModel
+
+from common.checkpoint import replace_dir
+from common.logging_utils import get_logger
+from common.trainer_callbacks import EMA_STATE_FILE
+from common.vae import load_vae
+from uvit_diffusion import PREDICTION_TYPES, make_ddim_scheduler
+from uvit_features import resolve_vae_name
+from uvit_text_encoder import load_text_encoder, load_tokenizer
+from uvit_ldm_unet import LDMUViTT2IModel, pipeline_sample_size
+from uvit_trainer import RUN_ARGS_NAME, UNET_CONFIG_NAME, load_unet_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))  # repo root, for common/
-sys.path.insert(0, HERE)  # this folder, for its modules
-from common.cpu_env import apply_cpu_env  # noqa: E402
-
-apply_cpu_env()  # must run before paddle is imported
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-
-import paddle  # noqa: E402
-from common.checkpoint import replace_dir  # noqa: E402
-from paddlenlp.trainer.argparser import strtobool  # noqa: E402
-from ppdiffusers import LDMTextToImagePipeline  # noqa: E402
-from ppdiffusers.training_utils import EMAModel  # noqa: E402
-
-from common.logging_utils import get_logger  # noqa: E402
-from common.trainer_callbacks import EMA_STATE_FILE  # noqa: E402
-from common.vae import load_vae  # noqa: E402
-from uvit_diffusion import PREDICTION_TYPES, make_ddim_scheduler  # noqa: E402
-from uvit_features import resolve_vae_name  # noqa: E402
-from uvit_text_encoder import load_text_encoder, load_tokenizer  # noqa: E402
-from uvit_ldm_unet import LDMUViTT2IModel, pipeline_sample_size  # noqa: E402
-from uvit_trainer import RUN_ARGS_NAME, UNET_CONFIG_NAME, load_unet_config  # noqa: E402
-
 logger = get_logger("generate_pipelines")
 UPSTREAM_DEFAULTS = {
     "unet_config_file": os.path.join(HERE, "config", "uvit_t2i_small_deep.json"),

@@ -18,22 +18,17 @@ fused kernel where it exists (GPU builds; logged and skipped otherwise).  ``--to
 ppdiffusers' ``apply_tome`` (token merging); it patches only ``BasicTransformerBlock`` layers of
 UNets, so for a U-ViT it changes nothing and says so.
 """
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+import argparse
 
-apply_cpu_env()  # must run before paddle is imported
+import paddle
+from ppdiffusers import LDMTextToImagePipeline
 
-import argparse  # noqa: E402
-
-import paddle  # noqa: E402
-from ppdiffusers import LDMTextToImagePipeline  # noqa: E402
-
-from common.images import save_grid  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from common.model_toggles import apply_model_toggles  # noqa: E402
+from common.images import save_grid
+from common.logging_utils import get_logger
+from common.model_toggles import apply_model_toggles
 
 logger = get_logger("infer")
 

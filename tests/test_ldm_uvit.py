@@ -375,7 +375,7 @@ def test_two_process_training(demo_run, launch_2proc, tmp_path):
         "ldm_uvit/train_txt2img_uvit_coco_trainer.py", "--do_train", "--output_dir", out, "--feature_path", features,
         "--unet_config_file", "config/uvit_t2i_demo.json", "--vae_name_or_path", "random", "--model_max_length", "8",
         "--per_device_train_batch_size", "4", "--max_steps", "2", "--save_steps", "2", "--logging_steps", "1",
-        "--image_logging_steps", "0", "--disable_tqdm", "True", "--overwrite_output_dir",
+        "--image_logging_steps", "0", "--disable_tqdm", "True",
         env={"OMP_NUM_THREADS": "1"}, timeout=300,
     )
     state = json.loads((out / "trainer_state.json").read_text())
