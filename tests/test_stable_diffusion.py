@@ -206,7 +206,7 @@ def test_resume_continues_steps_optimizer_and_ema(demo_run, run_script, tmp_path
                "--max_steps", 10, "--per_device_train_batch_size", 8, "--resolution", 32, "--learning_rate", "2e-3",
                "--lr_scheduler_type", "constant_with_warmup", "--warmup_steps", 0, "--train_text_encoder", "True", "--use_ema", "True",
                "--snr_gamma", 5.0, "--logging_steps", 1, "--save_steps", 2, "--image_logging_steps", 0, "--dataloader_num_workers", 0,
-               "--seed", 23, "--disable_tqdm", "True", timeout=200)
+               "--seed", 23, "--disable_tqdm", "True", "--vae_name_or_path", "random", timeout=200)
     ckpt = resumed / "checkpoint-10"
     assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == 10
     assert [r["step"] for r in _train_log(str(resumed))] == [9, 10]
