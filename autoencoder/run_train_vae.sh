@@ -13,6 +13,7 @@
 # Runs from the repo root (relative paths are taken from there).
 set -e
 cd "$(dirname "$0")/.."
+. common/launch.sh  # resolve_amp, resolve_launch: the knobs every launcher shares
 
 NPROC=${NPROC:-1}
 OUTPUT_DIR=${OUTPUT_DIR:-outputs/vae}
@@ -36,10 +37,7 @@ fi
 if [ -n "${LPIPS_BACKBONE:-}" ]; then
     set -- --lpips_backbone_path "$LPIPS_BACKBONE" "$@"
 fi
-LAUNCH="python -u"
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH="python -u -m paddle.distributed.launch --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs"
-fi
+resolve_launch
 
 $LAUNCH autoencoder/train_vae.py \
     --vae_config_file autoencoder/config/vae.json \

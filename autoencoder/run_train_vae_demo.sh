@@ -18,6 +18,7 @@
 # arguments go to train_vae.py ("$@"). Runs from the repo root (relative paths are taken from there).
 set -e
 cd "$(dirname "$0")/.."
+. common/launch.sh  # resolve_amp, resolve_launch: the knobs every launcher shares
 python -m common.demo_data > /dev/null
 
 NPROC=${NPROC:-1}
@@ -31,10 +32,7 @@ IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-250}
 NUM_WORKERS=${NUM_WORKERS:-1}
 SEED=${SEED:-23}
 
-LAUNCH="python -u"
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH="python -u -m paddle.distributed.launch --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs"
-fi
+resolve_launch
 
 $LAUNCH autoencoder/train_vae.py \
     --from_scratch \

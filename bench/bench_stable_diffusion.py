@@ -48,8 +48,8 @@ def run_row(name):
     from ppdiffusers.transformers import CLIPTextConfig, CLIPTextModel
 
     from common.vae import load_vae
-    from sd.model import StableDiffusionModel
-    from sd.pipeline_utils import load_unet, make_training_scheduler
+    from sd_model import StableDiffusionModel
+    from sd_pipeline_utils import load_unet, make_training_scheduler
 
     row = ROWS[name]
     cfg_dir = os.path.join(REPO, "stable_diffusion", "config")

@@ -8,6 +8,7 @@
 # On GPUs as upstream: USE_AMP=1 (AMP_DTYPE=bf16, or fp16) RECOMPUTE=True ENABLE_XFORMERS=True.
 set -e
 cd "$(dirname "$0")/.."
+. common/launch.sh  # resolve_amp, resolve_launch: the knobs every launcher shares
 
 NPROC=${NPROC:-8}                  # processes per node
 NNODES=${NNODES:-1}
@@ -33,16 +34,8 @@ FP16_OPT_LEVEL=${FP16_OPT_LEVEL:-O1}
 RECOMPUTE=${RECOMPUTE:-False}
 ENABLE_XFORMERS=${ENABLE_XFORMERS:-False}
 
-case "$USE_AMP:$AMP_DTYPE" in
-  0:*) BF16=False FP16=False ;;
-  1:bf16) BF16=True FP16=False ;;
-  1:fp16) BF16=False FP16=True ;;
-  *) echo "USE_AMP must be 0 or 1 and AMP_DTYPE bf16 or fp16, got USE_AMP=$USE_AMP AMP_DTYPE=$AMP_DTYPE" >&2; exit 2 ;;
-esac
-LAUNCH="python -u"
-if [ "$NPROC" -gt 1 ] || [ "$NNODES" -gt 1 ]; then
-  LAUNCH="python -u -m paddle.distributed.launch --nnodes $NNODES --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs ${MASTER:+--master $MASTER}"
-fi
+resolve_amp
+resolve_launch
 $LAUNCH class_conditional/train_image_generation_trainer.py \
     --do_train \
     --config_file "$CONFIG_FILE" \

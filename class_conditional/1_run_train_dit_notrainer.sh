@@ -7,6 +7,7 @@
 # Relative paths are taken from the repo root.  Extra flags pass through ("$@"), e.g. --resume_from_checkpoint latest.
 set -e
 cd "$(dirname "$0")/.."
+. common/launch.sh  # resolve_amp, resolve_launch: the knobs every launcher shares
 
 NPROC=${NPROC:-8}                  # processes per node
 NNODES=${NNODES:-1}
@@ -28,10 +29,7 @@ VAE=${VAE:-auto}                   # decodes the grids; upstream: stabilityai/sd
 RECOMPUTE=${RECOMPUTE:-False}
 ENABLE_XFORMERS=${ENABLE_XFORMERS:-False}
 
-LAUNCH="python -u"
-if [ "$NPROC" -gt 1 ] || [ "$NNODES" -gt 1 ]; then
-  LAUNCH="python -u -m paddle.distributed.launch --nnodes $NNODES --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs ${MASTER:+--master $MASTER}"
-fi
+resolve_launch
 $LAUNCH class_conditional/train_image_generation_notrainer.py \
     --config_file "$CONFIG_FILE" \
     --feature_path "$FEATURE_PATH" \

@@ -25,6 +25,7 @@ run resumed from.  :class:`SafeTrainerMixin` (put it before ``Trainer`` in the b
 Use ``resume = start_run(output_dir, resume_from_checkpoint, legacy_required=TRAINER_REQUIRED_FILES).resume``
 before building the callbacks, then ``trainer.train(resume_from_checkpoint=resume)``.
 """
+import json
 import os
 import shutil
 
@@ -38,7 +39,9 @@ from common.run_guard import TrainingGuard
 from common.trainer_callbacks import TRAINER_REQUIRED_FILES, ResumeRNGCallback, resolve_trainer_checkpoint
 from common.weights import load_state_dict_strict
 
-__all__ = ["SafeTrainerMixin", "SafeTrainer"]
+__all__ = ["SafeTrainerMixin", "SafeTrainer", "TRAIN_LOG_FILE"]
+
+TRAIN_LOG_FILE = "train_log.jsonl"  # every Trainer log record, one JSON object per line
 
 
 class _StopOnSignalCallback(TrainerCallback):
@@ -74,10 +77,16 @@ class SafeTrainerMixin:
         self._micro_bad = False
 
     def log(self, logs, **kwargs):
-        """paddlenlp's log line, plus ``peak_mem_mb`` (peak resident memory of this process, MiB) on training-loss lines."""
+        """paddlenlp's log line, plus ``peak_mem_mb`` (peak resident memory of this process, MiB) on
+        training-loss lines; the writing rank also appends every record, with its ``step``, to
+        ``<output_dir>/train_log.jsonl`` (one JSON object per line; a resumed run appends)."""
         if "loss" in logs:
             logs["peak_mem_mb"] = round(peak_memory_mb(), 1)
         super().log(logs, **kwargs)
+        if self.args.should_save:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            with open(os.path.join(self.args.output_dir, TRAIN_LOG_FILE), "a") as f:
+                f.write(json.dumps({**logs, "step": self.state.global_step}) + "\n")
 
     def _set_state_dict_in_model(self, state_dict):
         """Resume loads the checkpoint's weights strictly: another model's checkpoint fails with the

@@ -10,18 +10,31 @@
 # (its x0 estimate at mid noise levels is worse than the mean face), while the x0 objective
 # learns the coarse layout first and samples smooth, face-like blobs. On a GPU use the
 # tutorial's settings instead, e.g. BLOCK_OUT_CHANNELS="128 128 256 256 512 512"
-# ATTENTION_LEVELS=4 PREDICTION_TYPE=epsilon BATCH_SIZE=16 MAX_TRAIN_STEPS=50000.
-# Knobs (environment): NPROC>1 runs under paddle.distributed.launch; other flags pass through "$@".
+# ATTENTION_LEVELS=4 PREDICTION_TYPE=epsilon BATCH_SIZE=16 MAX_STEPS=50000.
+# Knobs (environment; the names every launcher uses, see the top README): NPROC (>1 runs under
+# paddle.distributed.launch) OUTPUT_DIR MAX_STEPS BATCH_SIZE (per process) LEARNING_RATE WARMUP_STEPS
+# SAVE_STEPS LOGGING_STEPS IMAGE_LOGGING_STEPS NUM_WORKERS SEED RESOLUTION USE_AMP (0/1) AMP_DTYPE
+# NUM_INFERENCE_STEPS, and this launcher's TRAIN_DATA_DIR BLOCK_OUT_CHANNELS ATTENTION_LEVELS
+# PREDICTION_TYPE GRID_SIZE NUM_EVAL_IMAGES; other flags pass through "$@" to train_unconditional.py.
 set -e
 cd "$(dirname "$0")/.."
+. common/launch.sh  # resolve_amp, resolve_launch: the knobs every launcher shares
 python -m common.demo_data > /dev/null  # builds data/demo/ once (real faces from scikit-image)
 
 TRAIN_DATA_DIR=${TRAIN_DATA_DIR:-data/demo/faces}
 OUTPUT_DIR=${OUTPUT_DIR:-outputs/ddpm_faces}
 RESOLUTION=${RESOLUTION:-32}
 BATCH_SIZE=${BATCH_SIZE:-8}
-MAX_TRAIN_STEPS=${MAX_TRAIN_STEPS:-1000}
+MAX_STEPS=${MAX_STEPS:-1000}
 LEARNING_RATE=${LEARNING_RATE:-1e-3}
+WARMUP_STEPS=${WARMUP_STEPS:-50}
+SAVE_STEPS=${SAVE_STEPS:-500}
+LOGGING_STEPS=${LOGGING_STEPS:-50}
+IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-500}   # sample grid every N steps in $OUTPUT_DIR/samples
+NUM_WORKERS=${NUM_WORKERS:-0}
+SEED=${SEED:-0}
+USE_AMP=${USE_AMP:-0}              # 1: mixed precision (GPU) in AMP_DTYPE
+AMP_DTYPE=${AMP_DTYPE:-bf16}       # bf16 or fp16
 BLOCK_OUT_CHANNELS=${BLOCK_OUT_CHANNELS:-16 32 64}
 ATTENTION_LEVELS=${ATTENTION_LEVELS:-}
 PREDICTION_TYPE=${PREDICTION_TYPE:-sample}
@@ -30,10 +43,8 @@ NUM_INFERENCE_STEPS=${NUM_INFERENCE_STEPS:-25}
 NPROC=${NPROC:-2}
 NUM_EVAL_IMAGES=${NUM_EVAL_IMAGES:-64}
 
-LAUNCH="python"
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH="python -m paddle.distributed.launch --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs"
-fi
+resolve_amp
+resolve_launch
 
 $LAUNCH ddpm_tutorial/train_unconditional.py \
   --train_data_dir "$TRAIN_DATA_DIR" \
@@ -46,14 +57,17 @@ $LAUNCH ddpm_tutorial/train_unconditional.py \
   --attention_levels $ATTENTION_LEVELS \
   --layers_per_block 1 \
   --prediction_type "$PREDICTION_TYPE" \
-  --max_train_steps "$MAX_TRAIN_STEPS" \
+  --max_train_steps "$MAX_STEPS" \
   --learning_rate "$LEARNING_RATE" \
   --lr_scheduler cosine \
-  --lr_warmup_steps 50 \
+  --lr_warmup_steps "$WARMUP_STEPS" \
+  --mixed_precision "$MIXED_PRECISION" \
   --use_ema \
-  --logging_steps 50 \
-  --checkpointing_steps 500 \
-  --save_images_steps 500 \
+  --logging_steps "$LOGGING_STEPS" \
+  --checkpointing_steps "$SAVE_STEPS" \
+  --save_images_steps "$IMAGE_LOGGING_STEPS" \
+  --dataloader_num_workers "$NUM_WORKERS" \
+  --seed "$SEED" \
   --ddpm_num_inference_steps "$NUM_INFERENCE_STEPS" \
   "$@"
 

@@ -9,6 +9,7 @@
 # train_trainer_style.py ("$@"). Runs from the repo root (relative paths are taken from there).
 set -e
 cd "$(dirname "$0")/.."
+. common/launch.sh  # resolve_amp, resolve_launch: the knobs every launcher shares
 python -m common.demo_data > /dev/null
 
 NPROC=${NPROC:-1}
@@ -30,10 +31,7 @@ OBJECTIVE=${OBJECTIVE:-pred_x0}
 MIN_SNR_GAMMA=${MIN_SNR_GAMMA:-0.1}
 NUM_EVAL_IMAGES=${NUM_EVAL_IMAGES:-64}
 
-LAUNCH="python"
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH="python -m paddle.distributed.launch --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs"
-fi
+resolve_launch
 
 $LAUNCH ddpm_tutorial/train_trainer_style.py \
   --folder "$FOLDER" \

@@ -16,6 +16,7 @@
 # two-threaded process for a model this small.  BATCH_SIZE is per process.
 set -e
 cd "$(dirname "$0")/.."
+. common/launch.sh  # resolve_amp, resolve_launch: the knobs every launcher shares
 ROOT=$(pwd)
 [ -f data/demo/.complete ] || python -m common.demo_data > /dev/null  # builds data/demo/ once (real images, no download)
 
@@ -45,12 +46,7 @@ AMP_DTYPE=${AMP_DTYPE:-bf16}       # bf16 or fp16
 NUM_WORKERS=${NUM_WORKERS:-0}
 SEED=${SEED:-1234}
 
-case "$USE_AMP:$AMP_DTYPE" in
-  0:*) BF16=False FP16=False ;;
-  1:bf16) BF16=True FP16=False ;;
-  1:fp16) BF16=False FP16=True ;;
-  *) echo "USE_AMP must be 0 or 1 and AMP_DTYPE bf16 or fp16, got USE_AMP=$USE_AMP AMP_DTYPE=$AMP_DTYPE" >&2; exit 2 ;;
-esac
+resolve_amp
 
 # 0. the demo VAE (about 5 min, once)
 [ "$VAE" != auto ] || [ -f "$ROOT/outputs/vae_demo/final/config.json" ] || sh "$ROOT/autoencoder/run_train_vae_demo.sh"
@@ -67,10 +63,7 @@ python ldm_uvit/extract_features.py \
     --vae_name_or_path "$VAE"
 
 # 2. train
-LAUNCH="python -u"
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH="python -u -m paddle.distributed.launch --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs"
-fi
+resolve_launch
 $LAUNCH ldm_uvit/train_txt2img_uvit_coco_trainer.py \
     --do_train \
     --output_dir "$OUTPUT_DIR" \

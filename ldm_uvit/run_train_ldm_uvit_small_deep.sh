@@ -11,6 +11,7 @@
 # autoencoder that made them, e.g. VAE=runwayml/stable-diffusion-v1-5/vae (needs a network).
 set -e
 cd "$(dirname "$0")/.."
+. common/launch.sh  # resolve_amp, resolve_launch: the knobs every launcher shares
 
 FEATURE_PATH=${FEATURE_PATH:-data/coco256_features}
 OUTPUT_DIR=${OUTPUT_DIR:-outputs/uvit_t2i_small_deep}
@@ -36,17 +37,8 @@ FP16_OPT_LEVEL=${FP16_OPT_LEVEL:-O1}
 RECOMPUTE=${RECOMPUTE:-True}
 XFORMERS=${XFORMERS:-True}
 
-case "$USE_AMP:$AMP_DTYPE" in
-  0:*) BF16=False FP16=False ;;
-  1:bf16) BF16=True FP16=False ;;
-  1:fp16) BF16=False FP16=True ;;
-  *) echo "USE_AMP must be 0 or 1 and AMP_DTYPE bf16 or fp16, got USE_AMP=$USE_AMP AMP_DTYPE=$AMP_DTYPE" >&2; exit 2 ;;
-esac
-LAUNCH="python -u"
-case "$IPS" in *,*) MULTI_NODE=1 ;; *) MULTI_NODE=0 ;; esac
-if [ "$NPROC" -gt 1 ] || [ "$MULTI_NODE" = 1 ]; then
-  LAUNCH="python -u -m paddle.distributed.launch --ips $IPS --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs"
-fi
+resolve_amp
+resolve_launch
 $LAUNCH ldm_uvit/train_txt2img_uvit_coco_trainer.py \
     --do_train \
     --output_dir "$OUTPUT_DIR" \

@@ -17,21 +17,20 @@ a file without any usable record writes nothing.
     python create_pretraining_data.py --input_path ../data/demo/digits_coco.jsonl \\
         --output_path ./processed_data --per_part_file_num 1000 --num_repeat 100 --save_gzip_file
 """
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
+
 import argparse
 import base64
 import io
-import os
 import shutil
-import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from common.arg_checks import require_positive, usage_errors  # noqa: E402
-from common.checkpoint import replace_dir  # noqa: E402
-from common.laion import write_laion_parts  # noqa: E402
-from common.safe_data import BadSampleLog, iter_jsonl  # noqa: E402
+from common.arg_checks import require_positive, usage_errors
+from common.checkpoint import replace_dir
+from common.laion import write_laion_parts
+from common.safe_data import BadSampleLog, iter_jsonl
 
 
 def parse_args(argv=None):

@@ -11,18 +11,12 @@
 Several ``--prompt`` values give a grid (``--output`` is then the grid PNG).
 """
 import argparse
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-sys.path.insert(0, os.path.abspath(os.path.dirname(__file__)))  # this folder, for sd/
-from common.cpu_env import apply_cpu_env  # noqa: E402
-
-apply_cpu_env()  # must run before paddle is imported
-
-from common.images import save_grid  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from sd.pipeline_utils import SCHEDULERS, load_text_encoder, load_unet, resolve_component, sample_prompt_grid, set_scheduler  # noqa: E402
+from common.images import save_grid
+from common.logging_utils import get_logger
+from sd_pipeline_utils import SCHEDULERS, load_text_encoder, load_unet, resolve_component, sample_prompt_grid, set_scheduler
 
 logger = get_logger("sd")
 

@@ -8,6 +8,7 @@
 set -e
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
+. "$ROOT/common/launch.sh"  # resolve_amp, resolve_launch: the knobs every launcher shares
 PRETRAINED=${PRETRAINED:-$ROOT/outputs/sd_demo}
 TRAIN_DATA_DIR=${TRAIN_DATA_DIR:-$ROOT/data/demo/digits}
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/outputs/sd_finetune}
@@ -18,11 +19,7 @@ LEARNING_RATE=${LEARNING_RATE:-1e-4}
 NUM_WORKERS=${NUM_WORKERS:-1}
 NPROC=${NPROC:-1}
 
-if [ "$NPROC" -gt 1 ]; then
-    LAUNCH="python -u -m paddle.distributed.launch --nproc_per_node $NPROC"
-else
-    LAUNCH="python -u"
-fi
+resolve_launch
 
 $LAUNCH "$HERE/train_txt2img_laion400m_trainer.py" \
     --do_train \

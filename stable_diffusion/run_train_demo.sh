@@ -13,6 +13,7 @@
 set -e
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
+. "$ROOT/common/launch.sh"  # resolve_amp, resolve_launch: the knobs every launcher shares
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/outputs/sd_demo}
 FILE_LIST=${FILE_LIST:-$ROOT/data/demo/laion_digits/filelist/digits.filelist.list}
 VAE=${VAE:-auto}                   # auto = outputs/vae_demo/final (trained below when missing); random for tests
@@ -34,12 +35,7 @@ SEED=${SEED:-23}
 NPROC=${NPROC:-2}
 GRID=${GRID:-$OUTPUT_DIR/prompt_grid.png}
 
-case "$USE_AMP:$AMP_DTYPE" in
-  0:*) BF16=False FP16=False ;;
-  1:bf16) BF16=True FP16=False ;;
-  1:fp16) BF16=False FP16=True ;;
-  *) echo "USE_AMP must be 0 or 1 and AMP_DTYPE bf16 or fp16, got USE_AMP=$USE_AMP AMP_DTYPE=$AMP_DTYPE" >&2; exit 2 ;;
-esac
+resolve_amp
 
 cd "$ROOT"
 [ -f data/demo/.complete ] || python -m common.demo_data > /dev/null  # builds data/demo/ once (real images, no download)
@@ -47,10 +43,7 @@ cd "$ROOT"
 
 # NPROC=2 (default): two single-threaded processes under paddle.distributed.launch (gloo on CPU)
 # train a model this small faster than one process with two threads. BATCH_SIZE is per process.
-LAUNCH="python -u"
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH="python -m paddle.distributed.launch --nproc_per_node $NPROC --log_dir $OUTPUT_DIR/launch_logs"
-fi
+resolve_launch
 $LAUNCH "$HERE/train_txt2img_laion400m_trainer.py" \
     --do_train \
     --output_dir "$OUTPUT_DIR" \

@@ -7,6 +7,7 @@
 # Extra arguments are passed to train_txt2img_laion400m_trainer.py (e.g. --bf16 True, --use_ema True).
 set -e
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../common/launch.sh"  # resolve_amp, resolve_launch: the knobs every launcher shares
 FILE_LIST=${FILE_LIST:-./processed_data/filelist/custom_dataset.filelist.list}
 OUTPUT_DIR=${OUTPUT_DIR:-./laion400m_pretrain_output_trainer}
 VAE=${VAE:-CompVis/stable-diffusion-v1-4/vae}
@@ -21,13 +22,7 @@ NPROC=${NPROC:-1}
 GPUS=${GPUS:-}
 IPS=${IPS:-}
 
-if [ -n "$GPUS" ]; then
-    LAUNCH="python -u -m paddle.distributed.launch --gpus $GPUS ${IPS:+--ips $IPS}"
-elif [ "$NPROC" -gt 1 ]; then
-    LAUNCH="python -u -m paddle.distributed.launch --nproc_per_node $NPROC ${IPS:+--ips $IPS}"
-else
-    LAUNCH="python -u"
-fi
+resolve_launch
 
 $LAUNCH "$HERE/train_txt2img_laion400m_trainer.py" \
     --do_train \

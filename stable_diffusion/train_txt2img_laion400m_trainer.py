@@ -5,32 +5,25 @@ Single process:   python train_txt2img_laion400m_trainer.py --output_dir out --m
 Multi-card:       python -m paddle.distributed.launch --nproc_per_node 2 train_txt2img_laion400m_trainer.py ...
 See README.md for every argument; run_train_demo.sh is the offline CPU demo.
 """
-import os
-import sys
+import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
+import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))  # repo root, for common/
-sys.path.insert(0, os.path.abspath(os.path.dirname(__file__)))  # this folder, for sd/
-from common.cpu_env import apply_cpu_env  # noqa: E402
+from paddlenlp.trainer import PdArgumentParser
+from ppdiffusers.training_utils import EMAModel
 
-apply_cpu_env()  # must run before paddle is imported
-
-import paddle  # noqa: E402
-from paddlenlp.trainer import PdArgumentParser  # noqa: E402
-from ppdiffusers.training_utils import EMAModel  # noqa: E402
-
-from common.arg_checks import require_non_negative  # noqa: E402
-from common.distributed import barrier, is_main_process, seed_everything  # noqa: E402
-from common.logging_utils import get_logger  # noqa: E402
-from common.model_toggles import apply_model_toggles  # noqa: E402
-from common.run_guard import GuardArguments, start_run  # noqa: E402
-from common.trainer_callbacks import TRAINER_REQUIRED_FILES, EMACallback  # noqa: E402
-from common.vae import load_vae  # noqa: E402
-from sd.dataset import CaptionImageFolderDataset, TextImageProcessor, build_laion_dataset, collate_fn, collect_captions  # noqa: E402
-from sd.model import StableDiffusionModel  # noqa: E402
-from sd.pipeline_utils import build_pipeline, load_text_encoder, load_unet, make_inference_scheduler, make_training_scheduler, resolve_component  # noqa: E402
-from sd.sd_args import HERE, SDDataArguments, SDModelArguments, SDTrainingArguments, check_args  # noqa: E402
-from sd.sd_trainer import ImageLoggingCallback, StableDiffusionTrainer  # noqa: E402
-from sd.text_encoder_utils import build_text_encoder_from_config, load_clip_tokenizer, train_clip_bpe_tokenizer  # noqa: E402
+from common.arg_checks import require_non_negative
+from common.distributed import barrier, is_main_process, seed_everything
+from common.logging_utils import get_logger
+from common.model_toggles import apply_model_toggles
+from common.run_guard import GuardArguments, start_run
+from common.trainer_callbacks import TRAINER_REQUIRED_FILES, EMACallback, ImageLoggingCallback
+from common.vae import load_vae
+from sd_dataset import CaptionImageFolderDataset, TextImageProcessor, build_laion_dataset, collate_fn, collect_captions
+from sd_model import StableDiffusionModel
+from sd_pipeline_utils import build_pipeline, load_text_encoder, load_unet, make_inference_scheduler, make_training_scheduler, resolve_component
+from sd_args import HERE, SDDataArguments, SDModelArguments, SDTrainingArguments, check_args
+from sd_trainer import PromptGridSampler, StableDiffusionTrainer
+from sd_text_encoder import build_text_encoder_from_config, load_clip_tokenizer, train_clip_bpe_tokenizer
 
 logger = get_logger("sd")
 DEMO_TEXT_ENCODER_CONFIG = os.path.join(HERE, "config", "text_encoder_demo.json")
@@ -67,7 +60,7 @@ def resolve_tokenizer(model_args, data_args, output_dir):
 def parse_args(argv=None):
     """Parse ``argv`` (default ``sys.argv[1:]``) into ``(SDModelArguments, SDDataArguments,
     SDTrainingArguments, GuardArguments)`` and check them before anything is loaded
-    (:func:`sd.sd_args.check_args`: ranges, ``--resolution`` a multiple of the VAE factor,
+    (:func:`sd_args.check_args`: ranges, ``--resolution`` a multiple of the VAE factor,
     JSON configs readable; plus ``--prediction_type`` and a local ``--pretrained_model_name_or_path``).
 
     Raises:
@@ -135,7 +128,8 @@ def main(argv=None):
     )
 
     # ---- Trainer with EMA and prompt-grid callbacks
-    callbacks = [ImageLoggingCallback(model, tokenizer, prompts, training_args.resolution, model_args.num_inference_steps, seed=training_args.seed)]
+    sampler = PromptGridSampler(model, tokenizer, prompts, training_args.resolution, model_args.num_inference_steps, seed=training_args.seed)
+    callbacks = [ImageLoggingCallback(sampler, training_args.image_logging_steps, upscale=max(1, 128 // training_args.resolution))]
     ema = None
     if training_args.use_ema:
         ema = EMAModel(unet.parameters(), decay=training_args.ema_decay)

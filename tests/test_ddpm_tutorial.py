@@ -193,7 +193,7 @@ def test_two_process_launch_keeps_ranks_in_sync_and_logs_the_mean_loss(launch_2p
 def test_launchers_smoke(run_shell, tmp_path):
     out = tmp_path / "main_job"
     proc = run_shell("ddpm_tutorial/run_train_ddpm.sh", "--resolution", "16", "--block_out_channels", "16", "32", "--attention_levels", "1", "--ddpm_num_inference_steps", "2",
-                     env={"OUTPUT_DIR": str(out), "MAX_TRAIN_STEPS": "2", "BATCH_SIZE": "4", "GRID_SIZE": "2", "NPROC": "1", "NUM_INFERENCE_STEPS": "2",
+                     env={"OUTPUT_DIR": str(out), "MAX_STEPS": "2", "BATCH_SIZE": "4", "GRID_SIZE": "2", "NPROC": "1", "NUM_INFERENCE_STEPS": "2",
                           "NUM_EVAL_IMAGES": "2"}, timeout=300)
     assert os.path.isfile(out / "grid.png") and os.path.isfile(out / "model_index.json")
     assert re.search(r"face rate [0-9.]+ \(\d/2\)", proc.stdout), proc.stdout[-1000:]  # the launcher scores its pipeline

@@ -426,3 +426,51 @@ def test_the_checker_catches_dead_and_undefined_flags(tmp_path):
     # a launcher without `cd` runs its relative script path only from one directory
     (ex / "nocd.sh").write_text("#!/bin/sh\npython example/train.py --used 1\n")
     assert launcher_problems(str(ex / "nocd.sh")) == ["example/train.py: a relative path before any `cd`: the launcher works only from one working directory"]
+
+
+def _resolve(env):
+    """Source common/launch.sh as a launcher does and return (status, "BF16|FP16|MIXED_PRECISION|LAUNCH", stderr)."""
+    import subprocess
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("USE_AMP", "AMP_DTYPE", "NPROC", "NNODES", "MASTER", "IPS", "GPUS", "OUTPUT_DIR")}
+    proc = subprocess.run(["sh", "-c", '. common/launch.sh; resolve_amp; resolve_launch; echo "$BF16|$FP16|$MIXED_PRECISION|$LAUNCH"'],
+                          cwd=REPO_ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=30)
+    return proc.returncode, proc.stdout.strip(), proc.stderr
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "False|False|no|python -u"),
+    ({"NPROC": "1", "USE_AMP": "1"}, "True|False|bf16|python -u"),
+    ({"NPROC": "2", "USE_AMP": "1", "AMP_DTYPE": "fp16", "OUTPUT_DIR": "out"},
+     "False|True|fp16|python -u -m paddle.distributed.launch --nproc_per_node 2 --log_dir out/launch_logs"),
+    ({"NPROC": "8", "NNODES": "2", "MASTER": "10.0.0.1:8080", "OUTPUT_DIR": "o"},
+     "False|False|no|python -u -m paddle.distributed.launch --nproc_per_node 8 --log_dir o/launch_logs --nnodes 2 --master 10.0.0.1:8080"),
+    ({"NPROC": "1", "IPS": "10.0.0.1,10.0.0.2", "OUTPUT_DIR": "o"},
+     "False|False|no|python -u -m paddle.distributed.launch --nproc_per_node 1 --log_dir o/launch_logs --ips 10.0.0.1,10.0.0.2"),
+    ({"NPROC": "1", "IPS": "127.0.0.1"}, "False|False|no|python -u"),  # one node, one process: plain python
+    ({"GPUS": "0,1", "OUTPUT_DIR": "o"}, "False|False|no|python -u -m paddle.distributed.launch --gpus 0,1 --log_dir o/launch_logs"),
+])
+def test_shared_launch_knobs_mean_one_thing(env, expected):
+    """common/launch.sh turns the shared knobs into the same AMP flags and launch command for every launcher."""
+    status, out, err = _resolve(env)
+    assert status == 0, err
+    assert out == expected
+
+
+@pytest.mark.parametrize("env", [{"USE_AMP": "yes"}, {"USE_AMP": "1", "AMP_DTYPE": "fp8"}])
+def test_shared_launch_rejects_unknown_amp_values(env):
+    status, out, err = _resolve(env)
+    assert status == 2 and out == ""
+    assert "USE_AMP must be 0 or 1 and AMP_DTYPE bf16 or fp16" in err
+
+
+def test_every_training_launcher_uses_the_shared_launch_helpers():
+    """No launcher builds its own launch command or AMP flags: each sources common/launch.sh (or wraps one that does)."""
+    for path in LAUNCHERS:
+        rel = os.path.relpath(path, REPO_ROOT)
+        if rel == os.path.join("common", "launch.sh"):
+            continue
+        text = "\n".join(line.split("#", 1)[0] for line in open(path).read().splitlines())
+        assert "LAUNCH=" not in text and 'case "$USE_AMP' not in text, f"{rel} builds its own launch command or AMP flags"
+        if "$LAUNCH" in text:
+            assert "common/launch.sh" in open(path).read() and "resolve_launch" in text, f"{rel} uses $LAUNCH without common/launch.sh"

@@ -215,7 +215,7 @@ def _part(path, lines):
 
 def test_part_with_30_bad_then_50_good_lines_is_accepted(tmp_path):
     from common.laion import check_parts_readable
-    from sd.dataset import build_laion_dataset
+    from sd_dataset import build_laion_dataset
 
     good = base64.b64encode(_png_bytes(50)).decode()
     filelist = _part(tmp_path / "part-000000.gz", ["broken line"] * 10 + ["c\t\tnot-base64!!"] * 20 + [f"cap {i}\t\t{good}" for i in range(50)])
@@ -311,7 +311,7 @@ def test_caption_files_skip_bad_lines_and_name_them(tmp_path, caplog):
 
 
 def test_caption_image_folder_skips_bad_lines_and_bad_images(tmp_path):
-    from sd.dataset import CaptionImageFolderDataset
+    from sd_dataset import CaptionImageFolderDataset
 
     root = tmp_path / "folder"
     root.mkdir()

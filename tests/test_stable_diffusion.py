@@ -82,7 +82,7 @@ def test_create_pretraining_data_writes_parts_and_skips_bad_images(tmp_path, dem
 
 
 def test_bad_file_lists_fail_clearly(tmp_path):
-    from sd.dataset import build_laion_dataset
+    from sd_dataset import build_laion_dataset
 
     empty = tmp_path / "empty.filelist"
     empty.write_text("\n")
@@ -105,7 +105,7 @@ def test_min_snr_weights_match_formula_for_both_prediction_types():
     import paddle
     from ppdiffusers import DDPMScheduler
 
-    from sd.model import min_snr_loss_weights, training_losses
+    from sd_model import min_snr_loss_weights, training_losses
 
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     t = np.array([0, 10, 100, 500, 999])
@@ -139,7 +139,7 @@ def test_min_snr_weights_match_formula_for_both_prediction_types():
 def test_noise_offset_and_input_perturbation_follow_the_documented_draws():
     import paddle
 
-    from sd.model import sample_training_noise
+    from sd_model import sample_training_noise
 
     latents = paddle.zeros([3, 4, 8, 8])
     paddle.seed(7)
@@ -190,7 +190,7 @@ def test_demo_launcher_trains_saves_ema_and_prunes_checkpoints(demo_run):
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert (out / sub).is_dir(), sub
     grid = Image.open(out / "prompt_grid.png")
-    assert grid.size[0] > 32 * 4 and (out / "image_logs" / "step-000012.png").is_file()
+    assert grid.size[0] > 32 * 4 and (out / "samples" / "step-12.png").is_file()
     assert "prompt grid:" in proc.stdout
     # ... and scored it with the digit judge (10 prompts x SAMPLES_PER_CLASS=1), the objective saved with the pipeline
     assert re.search(r"digit accuracy [01]\.\d\d \(\d+/10\)", proc.stdout), proc.stdout[-2000:]
@@ -242,7 +242,7 @@ def _fixed_batch_loss(unet, pipe_dir, demo_root):
     from ppdiffusers import AutoencoderKL, DDPMScheduler
     from ppdiffusers.transformers import CLIPTextModel, CLIPTokenizer
 
-    from sd.model import training_losses
+    from sd_model import training_losses
 
     vae = AutoencoderKL.from_pretrained(pipe_dir, subfolder="vae")
     te = CLIPTextModel.from_pretrained(pipe_dir, subfolder="text_encoder")

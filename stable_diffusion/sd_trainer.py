@@ -1,23 +1,20 @@
 """paddlenlp ``Trainer`` pieces for Stable Diffusion: the trainer (loss, data loader, what a
-checkpoint holds, resume) and the prompt-grid image-logging callback."""
-import json
+checkpoint holds, resume) and the prompt-grid sampler that the shared image-logging callback calls."""
 import os
 
 import paddle
 from paddle.io import DataLoader, IterableDataset
-from paddlenlp.trainer import Trainer, TrainerCallback
+from paddlenlp.trainer import Trainer
 
-from common.images import save_grid
 from common.safe_trainer import SafeTrainerMixin
-from common.logging_utils import get_logger, peak_memory_mb
+from common.logging_utils import get_logger
 
-from .dataset import collate_fn
-from .pipeline_utils import build_pipeline, make_inference_scheduler, sample_prompt_grid
+from sd_dataset import collate_fn
+from sd_pipeline_utils import build_pipeline, make_inference_scheduler, sample_prompt_grid
 
-__all__ = ["StableDiffusionTrainer", "ImageLoggingCallback", "TRAIN_LOG_FILE"]
+__all__ = ["StableDiffusionTrainer", "PromptGridSampler"]
 
 logger = get_logger("sd")
-TRAIN_LOG_FILE = "train_log.jsonl"
 WEIGHTS_NAME = "model_state.pdparams"
 
 
@@ -26,7 +23,7 @@ def _unwrap(model):
 
 
 class StableDiffusionTrainer(SafeTrainerMixin, Trainer):
-    """``Trainer`` whose model (:class:`sd.model.StableDiffusionModel`) returns its loss, with the
+    """``Trainer`` whose model (:class:`sd_model.StableDiffusionModel`) returns its loss, with the
     atomic checkpoints, rotation, NaN/signal guard and exact resume of
     :class:`common.safe_trainer.SafeTrainerMixin` (keyword ``skip_nan_steps``).
 
@@ -35,7 +32,8 @@ class StableDiffusionTrainer(SafeTrainerMixin, Trainer):
     * a checkpoint holds ``unet/`` (and ``text_encoder/`` when trained) as ``save_pretrained``
       folders; with ``--only_save_updated_model False`` also the whole ``model_state.pdparams``;
     * resuming loads the weights back from whichever of the two the checkpoint has;
-    * every log record also gets ``peak_mem_mb`` and is appended to ``<output_dir>/train_log.jsonl``.
+    * log records (with ``peak_mem_mb``) go to ``<output_dir>/train_log.jsonl`` as in every
+      :class:`common.safe_trainer.SafeTrainerMixin` Trainer.
     """
 
     def compute_loss(self, model, inputs, return_outputs=False):
@@ -85,50 +83,18 @@ class StableDiffusionTrainer(SafeTrainerMixin, Trainer):
             model.text_encoder.set_state_dict(CLIPTextModel.from_pretrained(te_dir).state_dict())
         logger.info("resumed weights from %s", resume_from_checkpoint)
 
-    def log(self, logs, **kwargs):
-        logs["peak_mem_mb"] = round(peak_memory_mb(), 1)
-        super().log(logs, **kwargs)
-        if self.args.should_save:
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            with open(os.path.join(self.args.output_dir, TRAIN_LOG_FILE), "a") as f:
-                f.write(json.dumps({**logs, "step": self.state.global_step}) + "\n")
 
-
-class ImageLoggingCallback(TrainerCallback):
-    """Every ``image_logging_steps`` (rank 0): sample ``prompts`` with the current weights (DDIM,
-    ``num_inference_steps``, guidance 7.5, fixed seed) and save the grid to
-    ``<output_dir>/image_logs/step-XXXXXX.png`` and to VisualDL (``--logging_dir``, next to the
-    Trainer's scalars)."""
+class PromptGridSampler:
+    """``step -> list of PIL images`` for :class:`common.trainer_callbacks.ImageLoggingCallback`:
+    one image per prompt from the current weights (DDIM, ``num_inference_steps``, guidance 7.5,
+    the same seed for every prompt and step, so grids of one run compare step to step).  The
+    models are put back in train mode and the RNG state is restored (:func:`sd_pipeline_utils.sample_prompt_grid`)."""
 
     def __init__(self, model, tokenizer, prompts, resolution, num_inference_steps, seed=0):
         self.model, self.tokenizer, self.prompts = model, tokenizer, list(prompts)
         self.resolution, self.num_inference_steps, self.seed = resolution, num_inference_steps, seed
-        self.writer = None
 
-    def log_grid(self, output_dir, step, logging_dir=None):
+    def __call__(self, step):
         m = self.model
         pipe = build_pipeline(m.vae, m.text_encoder, self.tokenizer, m.unet, make_inference_scheduler(m.noise_scheduler, "ddim"))
-        images = sample_prompt_grid(pipe, self.prompts, self.resolution, self.num_inference_steps, seed=self.seed)
-        upscale = max(1, 128 // self.resolution)
-        path = save_grid(images, os.path.join(output_dir, "image_logs", f"step-{step:06d}.png"), upscale=upscale)
-        try:
-            import numpy as np
-            from visualdl import LogWriter
-
-            from common.images import make_grid
-
-            if self.writer is None:
-                self.writer = LogWriter(logdir=os.path.join(logging_dir or os.path.join(output_dir, "runs"), "images"))
-            self.writer.add_image(tag="prompt_grid", img=np.asarray(make_grid(images)), step=step)
-        except ImportError:
-            pass
-        logger.info("step %d: prompt grid -> %s", step, path)
-        return path
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if args.image_logging_steps > 0 and state.global_step % args.image_logging_steps == 0 and state.is_world_process_zero:
-            self.log_grid(args.output_dir, state.global_step, args.logging_dir)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.writer is not None:
-            self.writer.close()
+        return sample_prompt_grid(pipe, self.prompts, self.resolution, self.num_inference_steps, seed=self.seed)

@@ -8,8 +8,9 @@ import numpy as np
 import paddle
 from PIL import Image
 
+from common.distributed import get_rank
 from common.images import ImageTransform, load_image
-from common.laion import LaionDataset, open_part, read_part_paths
+from common.laion import LaionDataset, open_part, parse_laion_line, read_part_paths
 from common.safe_data import BadSampleLog, SkippingDataset, iter_jsonl
 
 __all__ = [
@@ -48,7 +49,7 @@ class TextImageProcessor:
         if self._rng is None:
             info = paddle.io.get_worker_info()
             worker = info.id if info is not None else 0
-            self._rng = np.random.default_rng([self.seed, int(os.environ.get("PADDLE_TRAINER_ID", "0")), worker])
+            self._rng = np.random.default_rng([self.seed, get_rank(), worker])
         return self._rng
 
     def tokenize(self, caption):
@@ -138,9 +139,12 @@ def collect_captions(file_list=None, train_data_dir=None, caption_column="text",
             try:
                 with open_part(path) as f:
                     for line in f:
-                        cols = line.split("\t", 1)
-                        if len(cols) == 2 and cols[0].strip():
-                            captions.append(cols[0].strip())
+                        try:
+                            caption = parse_laion_line(line, layout="caption")[0].strip()
+                        except ValueError:  # a malformed line: the reader skips it too
+                            continue
+                        if caption:
+                            captions.append(caption)
                             if limit and len(dict.fromkeys(captions)) >= limit:
                                 return list(dict.fromkeys(captions))
             except Exception:  # OSError / EOFError / zlib.error: a truncated part keeps what was read

@@ -16,7 +16,7 @@ from common.arg_checks import check_trainer_arguments, read_json_config, require
 
 __all__ = ["SDTrainingArguments", "SDModelArguments", "SDDataArguments", "HERE", "DEMO_FILE_LIST", "check_args"]
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # stable_diffusion/
+HERE = os.path.dirname(os.path.abspath(__file__))  # stable_diffusion/
 REPO_ROOT = os.path.dirname(HERE)
 DEMO_FILE_LIST = os.path.join(REPO_ROOT, "data", "demo", "laion_digits", "filelist", "digits.filelist.list")
 

@@ -1,2 +1,0 @@
-"""Stable Diffusion training pieces: model + objective, datasets, Trainer subclass, pipeline helpers,
-and the offline text side (tokenizer training, text encoder from a config)."""
