@@ -15,6 +15,7 @@ from common.safe_data import SkippingDataset
 __all__ = [
     "IMAGE_EXTENSIONS",
     "to_rgb",
+    "apply_jpeg_draft",
     "load_image",
     "ImageTransform",
     "ImageFolderDataset",
@@ -49,14 +50,34 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
-def load_image(path):
+def apply_jpeg_draft(image, draft_size):
+    """Ask a just-opened (not yet loaded) JPEG to decode at a reduced scale.
+
+    ``draft_size`` is ``(width, height)`` or ``None``.  For a JPEG, PIL's ``Image.draft("RGB",
+    draft_size)`` makes libjpeg decode at scale 1/1, 1/2, 1/4 or 1/8 (its DCT scaling), the
+    largest reduction that keeps both sides ``>=`` the requested ones (Pillow ``JpegImageFile.draft``),
+    so a resize to cover ``draft_size`` afterwards still only downsamples (or keeps) the image.
+    Non-JPEG images and ``None`` are left alone.  Returns ``image``.
+    """
+    if draft_size is not None and image.format == "JPEG":
+        image.draft("RGB", (int(draft_size[0]), int(draft_size[1])))
+    return image
+
+
+def load_image(path, draft_size=None):
     """Decode the image file ``path`` completely into an RGB uint8 PIL image (:func:`to_rgb`).
+
+    ``draft_size``: optional ``(width, height)`` the caller will resize to (cover + crop); a JPEG
+    is then decoded at the smallest power-of-two reduction keeping both sides ``>=`` it
+    (:func:`apply_jpeg_draft`), so the image returned can be up to 8x smaller per side than the
+    file.  ``None`` (default): full-size decode.
 
     Raises:
         ValueError: the file is missing, empty, truncated or not an image (``path`` named).
     """
     try:
         with Image.open(path) as im:
+            apply_jpeg_draft(im, draft_size)
             im.load()  # the whole file: catches truncated ones
             return to_rgb(im)
     except Exception as e:  # FileNotFoundError, PIL.UnidentifiedImageError, OSError (truncated), ...
@@ -88,16 +109,26 @@ class ImageTransform:
         center_crop: center crop if True, random crop otherwise.
         random_flip: horizontal flip with probability 0.5.
         interpolation: PIL resampling filter for the resize.
+        draft: if True, :attr:`draft_size` is the output ``(width, height)`` and readers that
+            honour it (:class:`ImageFolderDataset`, :class:`common.laion.LaionDataset`) decode
+            JPEGs at a reduced scale (:func:`apply_jpeg_draft`); pixels then differ slightly
+            from a full decode (measured in bench/README.md "Readers").  Default False.
 
     Call with ``(image, rng)`` where ``rng`` is a ``numpy.random.Generator`` (so that a sample's
     augmentation can be reproduced from a seed); returns float32 ``(3, H, W)`` in ``[-1, 1]``.
     """
 
-    def __init__(self, resolution, center_crop=False, random_flip=False, interpolation=Image.BICUBIC):
+    def __init__(self, resolution, center_crop=False, random_flip=False, interpolation=Image.BICUBIC, draft=False):
         self.size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
         self.center_crop = center_crop
         self.random_flip = random_flip
         self.interpolation = interpolation
+        self.draft = draft
+
+    @property
+    def draft_size(self):
+        """``(width, height)`` to draft-decode JPEGs at, or ``None`` (``draft=False``)."""
+        return (self.size[1], self.size[0]) if self.draft else None
 
     def __call__(self, image, rng):
         image = to_rgb(image)
@@ -197,7 +228,7 @@ class ImageFolderDataset(SkippingDataset):
 
     def load_sample(self, i):
         """Sample ``i`` without the skipping of ``ds[i]``; raises ``ValueError`` naming the file."""
-        image = load_image(self.paths[i])
+        image = load_image(self.paths[i], draft_size=getattr(self.transform, "draft_size", None))
         rng = np.random.default_rng([self.seed, self.epoch, i])
         sample = {"pixel_values": self.transform(image, rng)}
         if self.with_labels:

@@ -29,7 +29,7 @@ import random
 import paddle.io
 from PIL import Image
 
-from common.images import to_rgb
+from common.images import apply_jpeg_draft, to_rgb
 from common.safe_data import BadSampleLog, fail_reader
 
 logger = logging.getLogger(__name__)
@@ -55,16 +55,20 @@ def encode_image_b64(image, format="JPEG", quality=95):
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def decode_image_b64(text):
+def decode_image_b64(text, draft_size=None):
     """Decode base64 image text to an RGB uint8 PIL image (16-bit images scaled to 8 bits, see
     :func:`common.images.to_rgb`).
+
+    ``draft_size``: optional ``(width, height)`` the caller resizes to; JPEG data is then decoded
+    at a reduced power-of-two scale keeping both sides ``>=`` it
+    (:func:`common.images.apply_jpeg_draft`).  ``None``: full-size decode.
 
     Raises:
         ValueError: the text is not valid base64 or the bytes are not a complete image.
     """
     try:
         raw = base64.b64decode(text, validate=True)
-        image = Image.open(io.BytesIO(raw))
+        image = apply_jpeg_draft(Image.open(io.BytesIO(raw)), draft_size)
         image.load()  # forces full decode: catches truncated files
     except Exception as e:  # binascii.Error, PIL.UnidentifiedImageError, OSError (truncated)
         raise ValueError(f"bad image data: {type(e).__name__}: {e}") from None
@@ -250,7 +254,10 @@ class LaionDataset(paddle.io.IterableDataset):
             ``sample_index``, it also gets a number unique to the sample in the run (its index in
             its reader's stream, counted across passes, times the number of readers plus the
             reader id): seed its random choices with it and a resumed stream (:meth:`resume_at`)
-            draws what the uninterrupted one drew.
+            draws what the uninterrupted one drew.  If it (or its ``.transform``, e.g. the
+            :class:`common.images.ImageTransform` of ``TextImageProcessor``) has a ``draft_size``
+            that is not ``None`` (``(width, height)``), JPEG records are decoded at a reduced
+            scale (:func:`decode_image_b64`).
         layout: column layout, see :func:`parse_laion_line`.
         shuffle: shuffle part order each pass (same order on every reader) and lines inside a
             ``buffer_size`` window.
@@ -339,12 +346,20 @@ class LaionDataset(paddle.io.IterableDataset):
                 if line.strip() and keep(index):
                     yield f"line {index + 1} of {path}", line
 
+    def _draft_size(self):
+        """``process_fn.draft_size`` or ``process_fn.transform.draft_size`` (an
+        :class:`common.images.ImageTransform` inside, as in ``TextImageProcessor``), else ``None``."""
+        size = getattr(self.process_fn, "draft_size", None)
+        if size is None:
+            size = getattr(getattr(self.process_fn, "transform", None), "draft_size", None)
+        return size
+
     def _decode(self, record, sample_index):
         """Raw record -> sample, or ``None`` for a bad record (counted and logged)."""
         where, line = record
         try:
             caption, img_b64 = parse_laion_line(line, self.layout)
-            image = decode_image_b64(img_b64)
+            image = decode_image_b64(img_b64, draft_size=self._draft_size())
             if self.process_fn is None:
                 return {"image": image, "caption": caption}
             if self._fn_takes_index:

@@ -418,3 +418,75 @@ def test_two_ranks_skip_bad_images_and_a_failing_rank_shows_its_cause(launch_2pr
     assert proc.returncode != 0
     launcher_output = proc.stdout + proc.stderr
     assert "more than max_bad_fraction" in launcher_output and "b_bad" in launcher_output, launcher_output[-3000:]
+
+
+# --- JPEG draft decode (common.images.apply_jpeg_draft) and the readers bench -----------------
+
+def _big_jpeg_bytes(size=(1000, 700), quality=90):
+    # smooth gradients plus a few edges: a photo-like JPEG that libjpeg's DCT scaling must keep close
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    arr = np.stack([x / w * 255, y / h * 255, 127 + 100 * np.sin(x / 37.0) * np.cos(y / 23.0)], axis=-1)
+    arr[h // 3:h // 2, w // 4:w // 2] = (250, 30, 30)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_draft_decode_matches_full_decode_after_the_resize(tmp_path):
+    from common.images import ImageTransform, load_image
+
+    path = tmp_path / "big.jpg"
+    path.write_bytes(_big_jpeg_bytes())
+    for px in (256, 512):
+        full_t = ImageTransform(px, center_crop=True)
+        draft_t = ImageTransform(px, center_crop=True, draft=True)
+        assert full_t.draft_size is None and draft_t.draft_size == (px, px)
+        small = load_image(str(path), draft_size=draft_t.draft_size)
+        assert min(small.size) >= px and small.size != (1000, 700) or px == 512  # 700 // 512 = 1: no reduction
+        rng = np.random.default_rng(0)
+        a = full_t(load_image(str(path)), rng)
+        b = draft_t(small, np.random.default_rng(0))
+        assert a.shape == b.shape == (3, px, px)
+        assert np.abs(a - b).mean() * 127.5 < 6.0  # values in [-1, 1]: 127.5 per 8-bit level
+
+
+def test_draft_leaves_png_and_non_jpeg_unchanged(tmp_path):
+    from common.images import load_image
+    from common.laion import decode_image_b64
+
+    arr = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    for fmt in ("PNG", "BMP"):
+        path = tmp_path / f"x.{fmt.lower()}"
+        Image.fromarray(arr).save(path, format=fmt)
+        im = load_image(str(path), draft_size=(64, 64))
+        assert im.size == (400, 300) and np.array_equal(np.asarray(im), arr)
+        b64 = base64.b64encode(path.read_bytes()).decode("ascii")
+        assert np.array_equal(np.asarray(decode_image_b64(b64, draft_size=(64, 64))), arr)
+
+
+def test_laion_reader_uses_the_transform_draft_size(tmp_path):
+    from common.images import ImageTransform
+    from common.laion import LaionDataset, write_laion_parts
+
+    b64 = base64.b64encode(_big_jpeg_bytes()).decode("ascii")
+    parts = write_laion_parts([("a caption", b64)], str(tmp_path / "parts"))
+    (tmp_path / "one.filelist").write_text(parts[0] + "\n")
+
+    class Proc:
+        def __init__(self, draft):
+            self.transform = ImageTransform(256, center_crop=True, draft=draft)
+
+        def __call__(self, image, caption):
+            return {"size": np.asarray(image.size), "pixel_values": self.transform(image, np.random.default_rng(0))}
+
+    full, small = (next(iter(LaionDataset(str(tmp_path / "one.filelist"), process_fn=Proc(d), shuffle=False, infinite=False))) for d in (False, True))
+    assert tuple(full["size"]) == (1000, 700) and tuple(small["size"]) == (500, 350)  # 700 // 256 = 2: half scale
+    assert np.abs(full["pixel_values"] - small["pixel_values"]).mean() * 127.5 < 6.0
+
+
+def test_bench_readers_smoke_row():
+    proc = subprocess.run([sys.executable, "bench/bench_readers.py", "--rows", "folder256", "--n", "2", "--source_size", "300", "300"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "image folder + ImageTransform" in proc.stdout and "failed" not in proc.stdout, proc.stdout
