@@ -359,7 +359,8 @@ class LaionDataset(paddle.io.IterableDataset):
         where, line = record
         try:
             caption, img_b64 = parse_laion_line(line, self.layout)
-            image = decode_image_b64(img_b64, draft_size=self._draft_size())
+            draft_size = self._draft_size()  # no keyword unless drafting: a wrapped or patched decoder keeps working
+            image = decode_image_b64(img_b64) if draft_size is None else decode_image_b64(img_b64, draft_size=draft_size)
             if self.process_fn is None:
                 return {"image": image, "caption": caption}
             if self._fn_takes_index:
