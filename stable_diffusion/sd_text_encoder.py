@@ -133,20 +133,15 @@ def build_text_encoder_from_config(config_path, tokenizer, seed=0):
 
     Raises:
         FileNotFoundError: ``config_path`` does not exist.
-        ValueError: the file is not a JSON object.
+        ValueError: the file is not valid JSON or not a JSON object (file, line and column named,
+            :func:`common.arg_checks.read_json_config`).
     """
     import paddle
     from ppdiffusers.transformers import CLIPTextConfig, CLIPTextModel
 
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"text encoder config {config_path!r} does not exist")
-    with open(config_path) as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"text encoder config {config_path!r} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"text encoder config {config_path!r} must hold a JSON object")
+    from common.arg_checks import read_json_config
+
+    config = read_json_config(config_path, "--text_encoder_name_or_path")
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     vocab = tokenizer.get_vocab()
     config.update(

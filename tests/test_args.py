@@ -356,3 +356,16 @@ def test_trainer_style_refuses_bad_numbers(argv, message, capsys):
     script = _script("ddpm_tutorial/train_trainer_style.py", "ddpm_tutorial")
     assert message in _usage_error(script.parse_args, argv, capsys)
     assert script.parse_args([]).train_num_steps == 2000  # the defaults parse
+
+
+def test_sd_text_encoder_config_errors_name_the_file_line_and_column(bad_json):
+    """The demo text encoder's JSON config is read by the shared reader: a syntax error names the flag, file, line and column."""
+    sd_dir = os.path.join(REPO_ROOT, "stable_diffusion")
+    if sd_dir not in sys.path:
+        sys.path.insert(0, sd_dir)
+    from sd_text_encoder import build_text_encoder_from_config
+
+    with pytest.raises(ValueError, match=r"--text_encoder_name_or_path '.*broken\.json' is not valid JSON: line 3 col 3"):
+        build_text_encoder_from_config(bad_json, tokenizer=None)
+    with pytest.raises(FileNotFoundError, match="--text_encoder_name_or_path 'missing.json' does not exist"):
+        build_text_encoder_from_config("missing.json", tokenizer=None)

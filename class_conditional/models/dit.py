@@ -25,8 +25,6 @@ Inputs/outputs (all float32):
     when ``learn_sigma`` (first half: eps/velocity prediction, second half: variance interpolation
     ``v`` of Improved DDPM eq. 15), else ``in_channels``.
 """
-import json
-import os
 
 import paddle
 import paddle.nn as nn
@@ -34,6 +32,8 @@ import paddle.nn.functional as F
 from ppdiffusers.models.attention import FeedForward
 from ppdiffusers.models.attention_processor import Attention
 from ppdiffusers.models.embeddings import LabelEmbedding, PatchEmbed, TimestepEmbedding, Timesteps
+
+from common.arg_checks import read_json_config
 
 __all__ = ["DiT", "CONFIG_KEYS", "load_model_config", "model_kwargs", "count_parameters"]
 
@@ -68,13 +68,7 @@ def load_model_config(config_file):
         FileNotFoundError: ``config_file`` does not exist.
         ValueError: unknown key, missing required key, or inconsistent sizes (named in the message).
     """
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"--config_file {config_file!r} does not exist")
-    with open(config_file) as f:
-        try:
-            cfg = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--config_file {config_file!r} is not valid JSON: {e}") from None
+    cfg = read_json_config(config_file, "--config_file")  # names the file, line and column of a syntax error
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
         raise ValueError(f"{config_file}: unknown config key(s) {unknown}; allowed keys: {sorted(CONFIG_KEYS)}")
