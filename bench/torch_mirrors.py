@@ -19,6 +19,13 @@ parent can check that both sides hold the same model:
   channel lists are honoured), L1 + KL + learned log-variance, and when ``gan``: PatchGAN
   (pix2pix ``NLayerDiscriminator``) hinge loss with the adaptive generator weight
   (Esser et al. 2021, eq. 7) and a discriminator step; Adam(1e-4, betas 0.5/0.9).
+* ``sampling_ddpm`` / ``sampling_dit`` / ``sampling_sd`` -- no training: diffusers' ``DDPMPipeline``
+  (``UNet2DModel`` + ``DDIMScheduler``), ``DiTPipeline`` (``Transformer2DModel``, the ppdiffusers
+  class the project exports its DiT to, + ``AutoencoderKL`` + ``DDIMScheduler``) and
+  ``StableDiffusionPipeline`` (``UNet2DConditionModel`` + ``CLIPTextModel`` + ``AutoencoderKL`` +
+  ``DPMSolverMultistepScheduler``, the Paddle row's CLIP BPE tokenizer files) with the Paddle
+  row's model and scheduler configs; one ``warmup_steps``-step call, then ``steps`` timed full
+  calls of ``num_inference_steps`` (bench/bench_sampling.py).
 
 Threads: ``torch.set_num_threads($OMP_NUM_THREADS)`` (the parent sets it for both frameworks).
 This file imports no paddle.
@@ -249,7 +256,62 @@ def run_vae(spec):
     return vae, step
 
 
-KINDS = {"unet2d": run_unet2d, "dit": run_dit, "sd": run_sd, "vae": run_vae}
+def _sampling_step(pipe, spec, **kwargs):
+    """Warm up ``pipe`` with a ``warmup_steps``-step call (untimed, here) and return the timed full call."""
+    import torch
+
+    def call(n):
+        pipe(num_inference_steps=n, generator=torch.Generator().manual_seed(0), output_type="np", **kwargs)
+
+    pipe.set_progress_bar_config(disable=True)
+    call(spec["warmup_steps"])
+    return lambda: call(spec["num_inference_steps"])
+
+
+def run_sampling_ddpm(spec):
+    from diffusers import DDIMScheduler, DDPMPipeline, UNet2DModel
+
+    unet = UNet2DModel.from_config(_clean(spec["unet"])).eval()
+    pipe = DDPMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(_clean(spec["scheduler"])))
+    return unet, _sampling_step(pipe, spec, batch_size=spec["batch"])
+
+
+def run_sampling_dit(spec):
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, Transformer2DModel
+
+    transformer = Transformer2DModel.from_config(_clean(spec["transformer"])).eval()
+    vae = AutoencoderKL.from_config(_clean(spec["vae"])).eval()
+    pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler.from_config(_clean(spec["scheduler"])))
+    step = _sampling_step(pipe, spec, class_labels=spec["labels"], guidance_scale=spec["guidance_scale"])
+    step.params_other = _count_all(vae)
+    return transformer, step
+
+
+def run_sampling_sd(spec):
+    import tempfile
+
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="torch_mirror_tok_") as tok_dir:  # the Paddle row's trained CLIP BPE files
+        for name, text in spec["tokenizer_files"].items():
+            with open(os.path.join(tok_dir, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    vae = AutoencoderKL.from_config(_clean(spec["vae"])).eval()
+    text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text"])).eval()
+    unet = UNet2DConditionModel.from_config(_clean(spec["unet"])).eval()
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=DPMSolverMultistepScheduler.from_config(_clean(spec["scheduler"])),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    r = spec["resolution"]
+    step = _sampling_step(pipe, spec, prompt=spec["prompts"], height=r, width=r, guidance_scale=spec["guidance_scale"])
+    step.params_other = _count_all(vae) + _count_all(text_encoder)
+    return unet, step
+
+
+KINDS = {"unet2d": run_unet2d, "dit": run_dit, "sd": run_sd, "vae": run_vae,
+         "sampling_ddpm": run_sampling_ddpm, "sampling_dit": run_sampling_dit, "sampling_sd": run_sampling_sd}
 
 
 def main(argv=None):

@@ -3,7 +3,7 @@
 Nothing is downloaded.  ``python -m common.demo_data`` (or :func:`ensure_demo_data`) writes,
 deterministically and in a few seconds, under ``data/demo/`` (git-ignored)::
 
-    faces/face_000.png ...             200 LFW faces (scikit-image ``lfw_subset``), 25x25 gray as RGB
+    faces/face_000.png ...             100 LFW faces (scikit-image ``lfw_subset``), 25x25 gray as RGB
     photos/<name>.png                  18 photographs (scikit-image + scikit-learn samples), long side <= 512
     photos/metadata.jsonl              {"file_name", "text"} captions (image-folder + captions layout)
     digits/<0-9>/digit_NNNN.png        1797 handwritten digits (scikit-learn), 8x8 upsampled to 32x32 RGB
@@ -28,7 +28,7 @@ from PIL import Image
 
 from common.laion import encode_image_b64, write_laion_parts
 
-DEMO_DATA_VERSION = "1"
+DEMO_DATA_VERSION = "2"  # 2: faces/ holds only the 100 faces of lfw_subset (1 also held its 100 non-faces)
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DEFAULT_DEMO_ROOT = os.path.join(REPO_ROOT, "data", "demo")
 
@@ -94,10 +94,14 @@ def _photos():
 
 
 def _faces():
+    """The 100 faces of scikit-image's ``lfw_subset`` (its first 100 images; the other 100 are
+    background crops, "non-faces", for training face detectors)."""
     import skimage.data
 
     faces = np.load(os.path.join(os.path.dirname(skimage.data.__file__), "lfw_subset.npy"))
-    return [_rgb(face) for face in faces]
+    if faces.shape != (200, 25, 25):
+        raise ValueError(f"scikit-image lfw_subset.npy: expected 100 faces + 100 non-faces of 25x25, got shape {faces.shape}")
+    return [_rgb(face) for face in faces[:100]]
 
 
 def _digits():

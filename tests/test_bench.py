@@ -1,6 +1,7 @@
 """bench/ harness: ``--compare torch`` without torch skips cleanly, a Paddle row runs in its own
-process, and (only when a torch interpreter is given in $BENCH_TORCH_PYTHON) the PyTorch mirror
-holds the same number of parameters.  No timing assertions: speed lives in bench/."""
+process (a training row and the sampling bench's DDPM row), and (only when a torch interpreter is
+given in $BENCH_TORCH_PYTHON) the PyTorch mirror holds the same number of parameters.  No timing
+assertions: speed lives in bench/."""
 import os
 import re
 import stat
@@ -62,6 +63,20 @@ def test_compare_torch_without_torch_runs_the_paddle_row(python_without_torch):
     assert float(cells[3]) > 0 and float(cells[5]) > 0  # ms/step and peak RSS were measured by the child
 
 
+def test_sampling_bench_without_torch_runs_the_paddle_row(python_without_torch):
+    proc = subprocess.run([sys.executable, "bench/bench_sampling.py", "--rows", "ddpm", "--num_inference_steps", "2", "--calls", "1",
+                           "--compare", "torch", "--torch_python", python_without_torch], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "torch hidden by tests/test_bench.py" in out and "pip install torch diffusers" in out
+    assert "PyTorch ms/step" not in out
+    row = [line for line in out.splitlines() if line.startswith("| ddpm: DDPMPipeline")]
+    assert len(row) == 1, out
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert "2 steps" in cells[0] and cells[1] == "0.64" and cells[2] == "16"  # the run_train_ddpm.sh UNet, batch 16
+    assert float(cells[3]) > 0 and float(cells[5]) > 0  # ms per call and peak RSS were measured by the child
+
+
 def test_bad_shared_flag_is_named():
     proc = subprocess.run([sys.executable, *TINY_ROW, "--repeats", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--repeats must be >= 1" in proc.stderr
@@ -79,3 +94,11 @@ def test_compare_torch_mirror_has_the_same_parameter_count():
     params = re.match(r"\s*([\d.]+) / ([\d.]+)\s*$", row[0].strip("|").split("|")[1])
     assert params and params.group(1) == params.group(2), row[0]
     assert "parameter counts differ" not in proc.stdout
+
+
+def test_ops_bench_without_torch_prints_an_attention_row(python_without_torch):
+    proc = subprocess.run([sys.executable, "bench/bench_ops.py", "--rows", "attention", "--steps", "1", "--warmup", "0",
+                           "--compare", "torch", "--torch_python", python_without_torch], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch hidden by tests/test_bench.py" in proc.stdout
+    assert any(line.startswith("| attention | matmul softmax") for line in proc.stdout.splitlines()), proc.stdout

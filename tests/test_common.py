@@ -59,7 +59,7 @@ def test_cpu_env_keeps_user_values_and_splits_cores_between_local_processes(tmp_
 # -- demo data -----------------------------------------------------------------------------------
 def test_demo_data_is_real_and_complete(demo_root):
     faces = os.listdir(os.path.join(demo_root, "faces"))
-    assert len(faces) == 200
+    assert len(faces) == 100
     digits = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(demo_root, "digits")) for f in fs if f.endswith(".png")]
     assert len(digits) == 1797
     assert sorted(os.listdir(os.path.join(demo_root, "digits")))[:10] == [str(k) for k in range(10)]
