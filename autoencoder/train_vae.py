@@ -18,7 +18,7 @@ import paddle.distributed as dist
 from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors
 from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, restore_rank_rng_state, save_checkpoint
 from common.distributed import barrier, init_distributed, seed_everything, seed_model_init, shutdown_distributed
-from common.images import ResumableBatchSampler, sample_grid_path, save_grid
+from common.images import ResumableBatchSampler, add_jpeg_draft_argument, sample_grid_path, save_grid
 from common.logging_utils import TrainLogger, get_logger
 from common.run_guard import TrainingGuard, add_guard_arguments, start_run
 from common.weights import load_state_dict_strict
@@ -44,7 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--resolution", type=int, default=512, help="training (target) image side in pixels")
     parser.add_argument("--min_crop_scale", type=float, default=1.0, help="random crops span [min_crop_scale, 1] of the short image side before resizing to --resolution")
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="horizontal flip augmentation")
-    parser.add_argument("--num_workers", type=int, default=8, help="DataLoader worker processes")
+    parser.add_argument("--num_workers", type=int, default=8, help="DataLoader worker processes per process (bench/README.md \"Readers\": 3 feed the f8/f16 recipe twice as fast as an H100 trains it; 8 leave room)")
+    add_jpeg_draft_argument(parser)
     # optimisation
     parser.add_argument("--batch_size", type=int, default=4, help="images per device per step")
     parser.add_argument("--learning_rate", type=float, default=4.5e-6)
@@ -163,7 +164,8 @@ def train(args, run, guard):
     global_step, epoch, batch_in_epoch = (state["step"], state["epoch"], state["batch_in_epoch"]) if state else (0, 0, 0)
 
     # ---- data
-    dataset, iterable = build_dataset(args.dataset_type, args.resolution, args.file_list, args.imagenet_root, args.min_crop_scale, args.random_flip, seed=args.seed)
+    dataset, iterable = build_dataset(args.dataset_type, args.resolution, args.file_list, args.imagenet_root, args.min_crop_scale, args.random_flip, seed=args.seed,
+                                      jpeg_draft=args.jpeg_draft)
     if iterable:
         dataset.resume_at(global_step, args.batch_size)  # the laion stream seeks past what was trained on, without decoding it
         loader = paddle.io.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, drop_last=True)

@@ -30,7 +30,7 @@ import paddle
 from common.arg_checks import require_positive, require_vae_multiple, usage_errors
 from common.checkpoint import replace_dir
 from common.distributed import barrier, init_distributed
-from common.images import ImageFolderDataset, ImageTransform
+from common.images import ImageFolderDataset, ImageTransform, add_jpeg_draft_argument
 from common.logging_utils import get_logger
 from common.vae import load_vae
 
@@ -47,6 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--vae_name_or_path", default="auto", help="auto | random | local VAE/pipeline folder | hub id")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--global_seed", type=int, default=0, help="seed of the posterior samples")
+    add_jpeg_draft_argument(p)
     args = p.parse_args(argv)
     with usage_errors(p):  # exit 2 naming the flag, before any image or VAE is loaded
         require_positive(args, "batch_size")
@@ -97,11 +98,11 @@ def check_output_folder(feature_path):
 def main(argv=None):
     args = parse_args(argv)
     rank, world = init_distributed()
-    dataset = ImageFolderDataset(args.data_path, ImageTransform(args.image_size, center_crop=True), with_labels=True)
+    dataset = ImageFolderDataset(args.data_path, ImageTransform(args.image_size, center_crop=True, draft=args.jpeg_draft), with_labels=True)
     vae, description = load_vae(args.vae_name_or_path)
     scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
     out = os.path.abspath(args.feature_path)
-    stamp = description + f"\nscaling_factor {scale}\nimages {len(dataset)} from {os.path.abspath(args.data_path)} at {args.image_size}px\n"
+    stamp = description + f"\nscaling_factor {scale}\nimages {len(dataset)} from {os.path.abspath(args.data_path)} at {args.image_size}px\n" + ("jpeg draft decode\n" if args.jpeg_draft else "")
     if _up_to_date(out, stamp):
         logger.info("features in %s are up to date (same VAE, images and size); nothing to do", args.feature_path)
         return

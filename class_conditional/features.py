@@ -93,7 +93,7 @@ class FeatureDataset(SkippingDataset):
         """Sample ``i`` without the skipping of ``ds[i]``; raises ``ValueError`` naming the file."""
         name = self.features[i]
         path = os.path.join(self.feature_dir, name)
-        x = load_npy(path, "latent features").astype(np.float32)
+        x = load_npy(path, "latent features").astype(np.float32, copy=False)
         y = np.asarray(load_npy(os.path.join(self.label_dir, name), "class label")).reshape(-1)
         if x.ndim == 4:
             k = 0

@@ -543,6 +543,8 @@ class Trainer:
         logging_steps: console/VisualDL interval; the logged loss is the mean over ranks and
             micro-batches.
         num_workers: DataLoader worker processes.
+        jpeg_draft: decode JPEGs at a reduced scale that still covers ``image_size`` (default True,
+            :class:`common.images.ImageTransform` ``draft``); False: full-size decode.
         skip_nan_steps: how many NaN/inf steps to skip (update not applied) before stopping.
     Raises:
         FileNotFoundError / ValueError: a missing or image-less ``folder`` (from ``ImageFolderDataset``).
@@ -569,6 +571,7 @@ class Trainer:
         logging_steps=10,
         num_workers=0,
         skip_nan_steps=0,
+        jpeg_draft=True,
     ):
         init_distributed()
         self.results_folder = str(results_folder)
@@ -590,7 +593,7 @@ class Trainer:
             self.guard = _MilestoneGuard(self, skip_nan_steps)
             self.last_saved = None  # (milestone, path) of the newest milestone saved or loaded by this object
 
-            transform = ImageTransform(diffusion.image_size, center_crop=True, random_flip=augment_horizontal_flip)
+            transform = ImageTransform(diffusion.image_size, center_crop=True, random_flip=augment_horizontal_flip, draft=jpeg_draft)
             self.dataset = ImageFolderDataset(folder, transform, seed=seed)
             self.sampler = ResumableBatchSampler(self.dataset, batch_size=self.micro_batch, shuffle=True, drop_last=True)
             if len(self.sampler) == 0:

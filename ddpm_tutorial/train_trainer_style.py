@@ -18,6 +18,7 @@ import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
 from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors
 from common.distributed import get_rank, init_distributed, seed_model_init, shutdown_distributed
+from common.images import add_jpeg_draft_argument
 from common.run_guard import add_guard_arguments
 from denoising_diffusion import MILESTONE_LAST, GaussianDiffusion, Trainer, Unet
 
@@ -61,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--save_and_sample_every", type=int, default=500)
     p.add_argument("--num_samples", type=int, default=16)
     p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes per process")
+    add_jpeg_draft_argument(p)
     p.add_argument("--seed", type=int, default=0, help="initial weights (same on every rank) and training draws (seed * world_size + rank)")
     p.add_argument("--load_milestone", type=milestone_arg, default=None, help="resume from results_folder/model-N.pdparams (N, or 'last')")
     add_guard_arguments(p)  # --skip_nan_steps
@@ -121,6 +123,7 @@ def main(argv=None):
         logging_steps=args.logging_steps,
         num_workers=args.num_workers,
         skip_nan_steps=args.skip_nan_steps,
+        jpeg_draft=args.jpeg_draft,
     )
     if args.load_milestone is not None:
         trainer.load(args.load_milestone)

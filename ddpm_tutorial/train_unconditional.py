@@ -28,7 +28,7 @@ from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer
 from common.diffusion_utils import min_snr_loss_weights
 from common.distributed import (barrier, get_rank, get_world_size, init_distributed, is_main_process, seed_everything, seed_model_init, shutdown_distributed,
                                 wrap_data_parallel)
-from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, sample_grid_path, save_grid
+from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, add_jpeg_draft_argument, sample_grid_path, save_grid
 from common.logging_utils import TrainLogger
 from common.run_guard import TrainingGuard, add_guard_arguments, start_run
 from common.weights import load_state_dict_strict
@@ -45,7 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--grayscale", action="store_true", help="train on one channel, the ITU-R 601-2 luma of each image (PIL's convert('L')): "
                    "a UNet with 1 input/output channel whose DDPMPipeline samples grayscale images; for grayscale data such as the "
                    "demo faces (R = G = B) the model then never has to learn to keep three channels equal")
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
+    p.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes per process (0: read in the main process; "
+                   "the 128 px GPU recipe needs 8 per GPU, see bench/README.md \"Readers\")")
+    add_jpeg_draft_argument(p)
     # model (the tutorial's layout is --block_out_channels 128 128 256 256 512 512 --attention_levels 4)
     p.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--attention_levels", type=int, nargs="*", default=[2])
@@ -169,7 +171,7 @@ def train(args, run, guard):
     world = get_world_size()
 
     # -- data ----------------------------------------------------------------------------------
-    transform = ImageTransform(args.resolution, center_crop=args.center_crop, random_flip=args.random_flip)
+    transform = ImageTransform(args.resolution, center_crop=args.center_crop, random_flip=args.random_flip, draft=args.jpeg_draft)
     dataset = ImageFolderDataset(args.train_data_dir, transform, seed=args.seed)
     sampler = ResumableBatchSampler(dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True)
     if len(sampler) == 0:

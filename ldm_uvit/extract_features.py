@@ -38,7 +38,7 @@ import paddle
 from common.arg_checks import require_non_negative, require_positive, require_vae_multiple, usage_errors
 from common.checkpoint import replace_dir
 from common.demo_data import DEFAULT_DEMO_ROOT, ensure_demo_data
-from common.images import ImageTransform, load_image
+from common.images import ImageTransform, add_jpeg_draft_argument, load_image
 from common.logging_utils import get_logger
 from common.safe_data import BadSampleLog
 from common.vae import load_vae
@@ -57,6 +57,7 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", default="data/coco256_features", help="features root to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output_dir")
     parser.add_argument("--resolution", type=int, default=256, help="images are resized (short side) and center-cropped to this")
+    add_jpeg_draft_argument(parser)
     parser.add_argument("--vae_name_or_path", default="auto", help="autoencoder (common.vae.load_vae): auto | random | folder | hub id")
     parser.add_argument(
         "--text_encoder_name_or_path",
@@ -80,12 +81,13 @@ def parse_args(argv=None):
 def load_images(paths, transform, bad):
     """Decode and transform images; returns ``(kept, pixels)``: the positions in ``paths`` that
     loaded and their float32 ``(len(kept), 3, R, R)`` pixels in ``[-1, 1]`` (``None`` when none
-    did).  A missing or undecodable image is skipped and recorded in ``bad`` (a
-    :class:`common.safe_data.BadSampleLog`), naming its path."""
+    did).  JPEGs are decoded at ``transform.draft_size`` (:func:`common.images.load_image`; a full
+    decode when it is ``None``).  A missing or undecodable image is skipped and recorded in ``bad``
+    (a :class:`common.safe_data.BadSampleLog`), naming its path."""
     kept, arrays = [], []
     for j, path in enumerate(paths):
         try:
-            arrays.append(transform(load_image(path), None))
+            arrays.append(transform(load_image(path, draft_size=transform.draft_size), None))
             kept.append(j)
         except Exception as e:
             bad.record(path, e)
@@ -187,7 +189,7 @@ def extract(args, train, val, tmp, line_log):
     caption_features = dict(zip(unique, feats[1:]))
 
     # ---- images -> moments
-    transform = ImageTransform(args.resolution, center_crop=True)
+    transform = ImageTransform(args.resolution, center_crop=True, draft=args.jpeg_draft)
     image_log = BadSampleLog("images")
     train, means = write_split(os.path.join(tmp, "train"), train, vae, transform, caption_features, args.batch_size, image_log)
     if val:

@@ -184,7 +184,7 @@ def _load_2d(path, what):
         arr = arr[0]
     if arr.ndim != 2:
         raise ValueError(f"{path!r}: {what} must have shape (tokens, dim), got {arr.shape}")
-    return arr.astype(np.float32)
+    return arr.astype(np.float32, copy=False)
 
 
 def load_empty_context(feature_path):
@@ -294,7 +294,7 @@ class CocoFeatureDataset(SkippingDataset):
                 f"{path!r}: autoencoder moments have shape {arr.shape}, expected {want} "
                 "(mean and logvar stacked on axis 0; the U-ViT config's in_channels/sample_size must match the VAE)"
             )
-        return arr.astype(np.float32)
+        return arr.astype(np.float32, copy=False)
 
     def _load_context(self, i, k):
         path = os.path.join(self.split_dir, f"{i}_{k}.npy")

@@ -51,7 +51,8 @@ class SDModelArguments:
     vae_name_or_path: Optional[str] = field(default=None, metadata={"help": "VAE: hub id (CompVis/stable-diffusion-v1-4/vae), folder, 'auto' (demo VAE) or 'random'. Default: the pretrained pipeline's vae/, else 'auto'."})
     text_encoder_name_or_path: Optional[str] = field(default=None, metadata={"help": "CLIPTextModel: a JSON config (random init) or weights folder/hub id. Default: the pretrained pipeline's text_encoder/, else config/text_encoder_demo.json."})
     unet_name_or_path: Optional[str] = field(default=None, metadata={"help": "UNet2DConditionModel: a JSON config (random init) or weights folder/hub id. Default: the pretrained pipeline's unet/, else config/unet_demo.json."})
-    tokenizer_name: Optional[str] = field(default=None, metadata={"help": "CLIPTokenizer folder/hub id. Default: the pretrained pipeline's tokenizer/, the text encoder's sibling tokenizer/, else one is trained on the training captions into <output_dir>/tokenizer."})
+    tokenizer_name: Optional[str] = field(default=None, metadata={"help": "CLIPTokenizer folder/hub id. Default: the pretrained pipeline's tokenizer/, the text encoder's sibling "
+                                                                          "tokenizer/, else one is trained on the training captions into <output_dir>/tokenizer."})
     pretrained_model_name_or_path: Optional[str] = field(default=None, metadata={"help": "A full Stable Diffusion folder or hub id (tokenizer/, text_encoder/, vae/, unet/, scheduler/); the four *_name_or_path arguments take priority."})
     model_max_length: Optional[int] = field(default=None, metadata={"help": "Tokenizer padding/truncation length (default: the loaded tokenizer's own; 77 for one trained on the captions)."})
     tokenizer_vocab_size: int = field(default=1024, metadata={"help": "Vocabulary size bound when a tokenizer is trained on the captions."})
@@ -72,6 +73,8 @@ class SDDataArguments:
     image_column: str = field(default="file_name", metadata={"help": "Image path key in metadata.jsonl (--train_data_dir)."})
     buffer_size: int = field(default=256, metadata={"help": "Shuffle buffer (records) of the laion reader."})
     random_flip: bool = field(default=False, metadata={"help": "Random horizontal flips (off by default: flipped digits/text change meaning)."})
+    jpeg_draft: bool = field(default=True, metadata={"help": "Decode JPEGs at the smallest power-of-two reduction that still covers --resolution (libjpeg DCT scaling, "
+                                                             "the resize after it gets up to 10x cheaper; see bench/README.md \"Readers\"). --no_jpeg_draft / --jpeg_draft False: full-size decode."})
     num_logging_prompts: int = field(default=8, metadata={"help": "How many distinct training captions the logged prompt grid uses."})
 
 

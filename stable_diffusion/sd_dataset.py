@@ -26,8 +26,15 @@ class TextImageProcessor:
     """``(PIL image, caption) -> sample dict``: resize the short side to ``resolution``, crop a
     square (center or random), optional horizontal flip, pixels to ``[-1, 1]``; the caption is
     replaced by ``""`` with probability ``proportion_empty_prompts`` (caption dropout, which lets
-    classifier-free guidance work on a model trained from scratch) and tokenized, padded and
-    truncated to ``tokenizer.model_max_length``.
+    classifier-free guidance work on a model trained from scratch) and tokenized (once), padded and
+    truncated to ``tokenizer.model_max_length``.  The sample holds numpy arrays only
+    (``pixel_values`` float32 ``(3, R, R)`` in ``[-1, 1]``, ``input_ids`` int64 ``(L,)``): no
+    paddle tensor is made in a DataLoader worker.
+
+    ``draft`` (default True): the image readers (:class:`common.laion.LaionDataset`,
+    :class:`CaptionImageFolderDataset`) decode JPEGs at a reduced scale that still covers
+    ``resolution`` (``self.transform.draft_size``, :class:`common.images.ImageTransform`); False:
+    full-size decode (``--no_jpeg_draft``).
 
     The random choices come from a ``numpy`` generator seeded with ``(seed, rank, worker)`` on
     first use in each DataLoader worker / rank, so runs repeat; the laion reader also passes
@@ -36,11 +43,11 @@ class TextImageProcessor:
     skipped the consumed records draws what the uninterrupted run drew.
     """
 
-    def __init__(self, tokenizer, resolution, proportion_empty_prompts=0.0, seed=0, center_crop=True, random_flip=False):
+    def __init__(self, tokenizer, resolution, proportion_empty_prompts=0.0, seed=0, center_crop=True, random_flip=False, draft=True):
         if not 0.0 <= proportion_empty_prompts <= 1.0:
             raise ValueError(f"--proportion_empty_prompts must be in [0, 1], got {proportion_empty_prompts}")
         self.tokenizer = tokenizer
-        self.transform = ImageTransform(resolution, center_crop=center_crop, random_flip=random_flip, interpolation=Image.BICUBIC)
+        self.transform = ImageTransform(resolution, center_crop=center_crop, random_flip=random_flip, interpolation=Image.BICUBIC, draft=draft)
         self.proportion_empty_prompts = proportion_empty_prompts
         self.seed = seed
         self._rng = None
@@ -53,7 +60,7 @@ class TextImageProcessor:
         return self._rng
 
     def tokenize(self, caption):
-        """Caption -> int64 array ``(model_max_length,)``."""
+        """Caption -> int64 numpy array ``(model_max_length,)`` (padded and truncated)."""
         ids = self.tokenizer(
             caption, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_attention_mask=False
         )["input_ids"]
@@ -84,6 +91,9 @@ class CaptionImageFolderDataset(SkippingDataset):
     """Map-style dataset over an image folder with ``metadata.jsonl`` lines
     ``{"file_name": relative image path, "text": caption}`` (the Hugging Face imagefolder layout
     that ``train_text_to_image`` uses).
+
+    Images are decoded at ``processor.transform.draft_size`` (a reduced-scale JPEG decode, see
+    :class:`TextImageProcessor`), or at full size when it is ``None`` or absent.
 
     A line that is not UTF-8 / not JSON / lacks a column is skipped (the first few are logged as
     ``metadata.jsonl:<line>``; :attr:`num_bad_lines` counts them); an image that is missing or
@@ -121,12 +131,15 @@ class CaptionImageFolderDataset(SkippingDataset):
     def sample_name(self, i):
         return self.records[i][0]
 
+    def _draft_size(self):
+        return getattr(getattr(self.processor, "transform", None), "draft_size", None)
+
     def check_sample(self, i):
-        load_image(self.records[i][0])  # decode only: the processor's random draws stay untouched
+        load_image(self.records[i][0], draft_size=self._draft_size())  # decode only: the processor's random draws stay untouched
 
     def load_sample(self, i):
         path, caption = self.records[i]
-        return self.processor(load_image(path), caption)
+        return self.processor(load_image(path, draft_size=self._draft_size()), caption)
 
 
 def collect_captions(file_list=None, train_data_dir=None, caption_column="text", limit=None):
@@ -160,9 +173,9 @@ def collate_fn(samples):
     """Stack sample dicts into ``{"pixel_values": (B, 3, R, R) float32, "input_ids": (B, L) int64}``.
 
     Returns numpy arrays: the DataLoader turns them into tensors in the main process (creating
-    paddle tensors inside DataLoader worker processes can crash them)."""
+    paddle tensors inside DataLoader worker processes can crash them).  One copy per field: the
+    stack (the dtype casts copy nothing when the samples already have it)."""
     return {
-        "pixel_values": np.stack([s["pixel_values"] for s in samples]).astype(np.float32),
-        "input_ids": np.stack([s["input_ids"] for s in samples]).astype(np.int64),
+        "pixel_values": np.stack([s["pixel_values"] for s in samples]).astype(np.float32, copy=False),
+        "input_ids": np.stack([s["input_ids"] for s in samples]).astype(np.int64, copy=False),
     }
-

@@ -93,7 +93,7 @@ def main(argv=None):
     tokenizer, tok_desc = resolve_tokenizer(model_args, data_args, training_args.output_dir)
     logger.info("tokenizer: %s (vocab %d, max length %d)", tok_desc, len(tokenizer.get_vocab()), tokenizer.model_max_length)
     processor = TextImageProcessor(tokenizer, training_args.resolution, model_args.proportion_empty_prompts, seed=training_args.seed,
-                                   center_crop=True, random_flip=data_args.random_flip)
+                                   center_crop=True, random_flip=data_args.random_flip, draft=data_args.jpeg_draft)
     if data_args.train_data_dir:
         train_dataset = CaptionImageFolderDataset(data_args.train_data_dir, processor, data_args.caption_column, data_args.image_column)
         logger.info("data: %d captioned images in %s", len(train_dataset), data_args.train_data_dir)
