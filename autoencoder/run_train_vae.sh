@@ -23,7 +23,7 @@ LEARNING_RATE=${LEARNING_RATE:-1e-4}
 SAVE_STEPS=${SAVE_STEPS:-2000}
 LOGGING_STEPS=${LOGGING_STEPS:-100}
 IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-500}
-NUM_WORKERS=${NUM_WORKERS:-8}
+NUM_WORKERS=${NUM_WORKERS:-8}     # DataLoader workers per process (= per GPU): 2x an H100's step rate needs up to ~2.9 (bench/README.md "Readers")
 SEED=${SEED:-23}
 RESOLUTION=${RESOLUTION:-512}
 FILE_LIST=${FILE_LIST:-autoencoder/data/filelist/train.filelist.list}

@@ -23,7 +23,7 @@ SAVE_STEPS=${SAVE_STEPS:-5000}
 IMAGE_LOGGING_STEPS=${IMAGE_LOGGING_STEPS:-0}   # > 0: a class grid every N steps (needs VAE)
 NUM_INFERENCE_STEPS=${NUM_INFERENCE_STEPS:-25}  # of the grid
 GUIDANCE_SCALE=${GUIDANCE_SCALE:-4.0}           # of the grid
-NUM_WORKERS=${NUM_WORKERS:-8}
+NUM_WORKERS=${NUM_WORKERS:-8}      # DataLoader workers per process (= per GPU): 2x an H100 needs ~0.2 (XL/2), ~3.1 (S/2) (bench/README.md "Readers")
 SEED=${SEED:-0}
 VAE=${VAE:-auto}                   # decodes the grids; upstream: stabilityai/sd-vae-ft-mse
 RECOMPUTE=${RECOMPUTE:-False}

@@ -22,7 +22,7 @@ NPROC=${NPROC:-1}                  # processes per node
 IPS=${IPS:-127.0.0.1}              # node IPs, comma-separated
 BATCH_SIZE=${BATCH_SIZE:-32}       # per process
 LEARNING_RATE=${LEARNING_RATE:-0.0002}
-NUM_WORKERS=${NUM_WORKERS:-1}
+NUM_WORKERS=${NUM_WORKERS:-4}     # DataLoader workers per process (= per GPU): 2x an H100's step rate needs up to ~2.2 (bench/README.md "Readers")
 MAX_STEPS=${MAX_STEPS:-1000000}
 SAVE_STEPS=${SAVE_STEPS:-5000}
 WARMUP_STEPS=${WARMUP_STEPS:-5000}

@@ -17,7 +17,7 @@ BATCH_SIZE=${BATCH_SIZE:-32}
 MAX_STEPS=${MAX_STEPS:-200000}
 LEARNING_RATE=${LEARNING_RATE:-1e-4}
 RESOLUTION=${RESOLUTION:-256}
-NUM_WORKERS=${NUM_WORKERS:-4}
+NUM_WORKERS=${NUM_WORKERS:-10}   # DataLoader workers per process (= per GPU): 2x an H100's 256 px step rate needs up to ~9.2 (bench/README.md "Readers")
 NPROC=${NPROC:-1}
 GPUS=${GPUS:-}
 IPS=${IPS:-}
