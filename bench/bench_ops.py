@@ -192,6 +192,8 @@ def _paddle_bias_add(warmup, steps):
     import paddle
     import paddle.nn.functional as F
 
+    from common.fast_ops import _linear_function
+
     fb, out = _paddle_fb(warmup, steps), {}
     for n, c, h in CONV_SHAPES:
         x, w, b = paddle.randn([n, c, h, h]), paddle.randn([c, c, 3, 3]) * 0.1, paddle.randn([c])
@@ -214,6 +216,7 @@ def _paddle_bias_add(warmup, steps):
         tag = f"linear [{bb},{ll},{ci}]x[{ci},{co}]"
         out[f"{tag}: F.linear (matmul + add [C])"] = fb(F.linear, x, w, b)
         out[f"{tag}: matmul + b.expand(shape)"] = fb(lambda x, w, b: (lambda y: y + b.expand(y.shape))(paddle.matmul(x, w)), x, w, b)
+        out[f"{tag}: PyLayer, bias grad = ones @ dy (fast_ops linear_bias_grad)"] = fb(_linear_function().apply, x, w, b)
         out[f"{tag}: matmul only (no bias)"] = fb(paddle.matmul, x, w)
     bb, ll, cc = 32, 16, 128
     hx, sh, sc = paddle.randn([bb, ll, cc]), paddle.randn([bb, cc]), paddle.randn([bb, cc])
@@ -568,9 +571,8 @@ def _paddle_demo(kind, warmup, steps):
     from common.fast_ops import FAST_OPS, apply_fast_ops, remove_fast_ops
 
     model, step = _demo_step(kind)
-    layer_ops = tuple(o for o in FAST_OPS if o != "stride_kernel_off")
-    configs = {"stock paddle (before)": None, "stride kernels off only": ("stride_kernel_off",),
-               "layer swaps only (conv_bias, downsample_pad, project)": layer_ops, "all fast ops (after, the CPU default)": FAST_OPS}
+    configs = {"stock paddle (before)": None, "all fast ops (after, the CPU default)": FAST_OPS}
+    configs.update({f"all but {op}": tuple(o for o in FAST_OPS if o != op) for op in FAST_OPS})
     counts = {}
 
     def switch(ops):

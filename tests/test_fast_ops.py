@@ -26,8 +26,13 @@ from common.fast_ops import (FAST_OPS, add_fast_ops_argument, apply_fast_ops, de
 
 
 @pytest.fixture(autouse=True)
-def stock_flags():
-    """Every test starts and ends with paddle's default stride kernels (apply_fast_ops turns them off process-wide)."""
+def stock_flags(monkeypatch):
+    """Every test starts and ends with paddle's default stride kernels (apply_fast_ops turns them off process-wide).
+    The test inputs are small, so linear_bias_grad's size threshold is lowered to 0 to run its PyLayer everywhere
+    (test_small_linear_keeps_the_class_forward checks the default threshold)."""
+    import common.fast_ops
+
+    monkeypatch.setattr(common.fast_ops, "LINEAR_MIN_OUTPUT", 0)
     paddle.set_flags({"FLAGS_use_stride_kernel": True})
     yield
     paddle.set_flags({"FLAGS_use_stride_kernel": True})
@@ -94,14 +99,19 @@ def _uvit():
     return unet, inputs, lambda m, x, t, c: m(x, t, c).sample
 
 
-MODELS = {
-    "ddpm_unet": (lambda: _ddpm(False), {"conv_bias": 30}),
-    "ddpm_unet_attention": (lambda: _ddpm(True), {"conv_bias": 1}),
-    "sd_unet2dcondition": (_sd_unet, {"conv_bias": 1}),
-    "dit": (_dit, {"project": 5, "conv_bias": 1}),
-    "vae": (_vae, {"conv_bias": 1, "downsample_pad": 2}),
-    "uvit": (_uvit, {"conv_bias": 2}),
+MODELS = {  # kind: (builder, minimum number of layers each swap must reach)
+    "ddpm_unet": (lambda: _ddpm(False), {"conv_bias": 30, "linear_bias_grad": 2}),
+    "ddpm_unet_attention": (lambda: _ddpm(True), {"conv_bias": 1, "linear_bias_grad": 4}),
+    "sd_unet2dcondition": (_sd_unet, {"conv_bias": 1, "linear_bias_grad": 10}),
+    "dit": (_dit, {"project": 5, "conv_bias": 1, "linear_bias_grad": 20}),
+    "vae": (_vae, {"conv_bias": 1, "downsample_pad": 2, "linear_bias_grad": 4}),
+    "uvit": (_uvit, {"conv_bias": 2, "linear_bias_grad": 20}),
 }
+
+
+def _swapped(state):
+    """Layers swapped according to an apply_fast_ops state."""
+    return sum(v for k, v in state.items() if k not in ("enabled", "stride_kernel_off"))
 
 
 def _run(model, inputs, call):
@@ -143,7 +153,7 @@ def test_same_outputs_gradients_and_keys(kind):
         _assert_close(grads0[name], grads1[name], f"{kind}: gradient of {name}")
 
     # undo: the class forwards again, same outputs
-    assert remove_fast_ops(model) == sum(v for k, v in state.items() if k not in ("enabled", "stride_kernel_off"))
+    assert remove_fast_ops(model) == _swapped(state)
     assert not any("forward" in vars(layer) for layer in model.sublayers(include_self=True))
     paddle.set_flags({"FLAGS_use_stride_kernel": True})
     out2, _ = _run(model, inputs, call)
@@ -173,6 +183,56 @@ def test_save_pretrained_folder_loads_in_plain_ppdiffusers(kind, tmp_path):
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(loaded.state_dict()[name].numpy(), value.numpy(), err_msg=name)
     _assert_close(fast_out, call(loaded, *inputs).numpy(), f"{kind}: loaded folder output")
+
+
+def test_gradient_checkpointing_and_frozen_parts():
+    """--recompute re-runs the swapped forwards inside paddle's recompute; frozen layers (the SD text encoder /
+    VAE) get no gradient and the input gradient is still right."""
+    model, inputs, call = _dit()
+    _randomize(model)
+    model.eval()
+    out0, grads0 = _run(model, inputs, call)
+    apply_fast_ops(model, True)
+    model.train()
+    model.class_embedder.dropout_prob = 0.0  # training mode (recompute runs only there) without label dropout
+    model.enable_gradient_checkpointing()
+    out1, grads1 = _run(model, inputs, call)
+    _assert_close(out0, out1, "DiT with recompute: output")
+    for name in grads0:
+        _assert_close(grads0[name], grads1[name], f"DiT with recompute: gradient of {name}")
+
+    import paddle.nn as nn
+
+    paddle.seed(0)
+    frozen = nn.Linear(8, 5)
+    for p in frozen.parameters():
+        p.stop_gradient = True
+    x = paddle.randn([3, 4, 8])
+    x.stop_gradient = False
+    expected = paddle.grad(nn.functional.linear(x, frozen.weight, frozen.bias).sum(), x)[0].numpy()
+    apply_fast_ops(frozen, True)
+    y = frozen(x)
+    got = paddle.grad(y.sum(), x)[0].numpy()
+    _assert_close(expected, got, "input gradient through a frozen Linear")
+    assert frozen.weight.grad is None and frozen.bias.grad is None
+
+
+def test_small_linear_keeps_the_class_forward(monkeypatch):
+    """Below LINEAR_MIN_OUTPUT output elements the swapped Linear runs paddle's own path (the PyLayer would cost more)."""
+    import paddle.nn as nn
+
+    import common.fast_ops
+
+    monkeypatch.setattr(common.fast_ops, "LINEAR_MIN_OUTPUT", 65536)
+    calls = []
+    function = common.fast_ops._linear_function()
+    monkeypatch.setattr(function, "apply", lambda *a: calls.append(a) or nn.functional.linear(*a))
+    layer = nn.Linear(16, 32)
+    apply_fast_ops(layer, True)
+    layer(paddle.randn([8, 16], dtype="float32").detach()).sum().backward()  # 8 x 32 outputs: class forward
+    assert not calls
+    layer(paddle.randn([4096, 16])).sum().backward()  # 4096 x 32 = 131072: the PyLayer
+    assert len(calls) == 1
 
 
 def test_dit_checkpoint_round_trip(tmp_path):
@@ -230,7 +290,7 @@ def test_apply_twice_pipeline_and_deepcopy(tmp_path):
     pipe = DDPMPipeline(unet=_ddpm(False)[0], scheduler=DDPMScheduler(num_train_timesteps=10))
     state = apply_fast_ops(pipe, True)  # a pipeline: its layer components
     assert state["conv_bias"] > 0 and "forward" in vars(pipe.unet.conv_in)
-    assert remove_fast_ops(pipe) == state["conv_bias"]
+    assert remove_fast_ops(pipe) == _swapped(state)
 
 
 def test_lora_conv_falls_back_to_the_class_forward():
