@@ -449,7 +449,7 @@ def _torch_attention_demo(warmup, steps):
 
 
 # ------------------------------------------------------------------------------------------ demo training steps
-def _demo_step(kind):
+def _demo_step(kind, ddpm_batch=8):
     """``(model, step)`` of one demo's training step, built as the bench rows build it (bench_ddpm ``train``, bench_stable_diffusion
     ``demo``, bench_class_conditional ``sit_demo``, bench_autoencoder ``demo``, bench_ldm_uvit ``demo_b64``); ``model`` is what
     the training script hands to ``common.fast_ops.apply_fast_ops`` (for SD: UNet, VAE and text encoder in one layer)."""
@@ -462,10 +462,10 @@ def _demo_step(kind):
 
         unet, sched = _ddpm_unet(), DDPMScheduler(num_train_timesteps=1000)
         opt = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=unet.parameters())
-        x = paddle.rand([8, 3, 32, 32]) * 2 - 1
+        x = paddle.rand([ddpm_batch, 3, 32, 32]) * 2 - 1
 
         def step():
-            noise, t = paddle.randn(x.shape), paddle.randint(0, 1000, [8], dtype="int64")
+            noise, t = paddle.randn(x.shape), paddle.randint(0, 1000, [ddpm_batch], dtype="int64")
             loss = F.mse_loss(unet(sched.add_noise(x, noise, t), t).sample, noise)
             loss.backward()
             opt.step()
@@ -645,10 +645,11 @@ def _paddle_profile(kind, top, fast):
 
 # ------------------------------------------------------------------------------------------ process / thread split
 def _threads_worker(warmup, steps, batch):
-    """One DDPM demo training process (batch ``batch``): emits its images/s."""
-    _, step = _demo_step("ddpm") if batch == 8 else (None, None)
-    if step is None:
-        raise ValueError("threads worker: the DDPM demo row has batch 8")
+    """One DDPM demo training process (``batch`` images per step, fast ops as the script applies them): its images/s."""
+    from common.fast_ops import apply_fast_ops
+
+    unet, step = _demo_step("ddpm", batch)
+    apply_fast_ops(unet, True)
     t = time_steps(step, warmup, steps)
     return {"ms_per_step": t["ms_per_step"], "images_per_s": batch * 1000.0 / t["ms_per_step"]}
 
@@ -661,10 +662,11 @@ def _threads(args):
     out = {}
     flags = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     env2 = dict(os.environ, OMP_NUM_THREADS="2")
-    r = run_child_env([sys.executable, __file__, "--child", "threads_x2", *flags], args.timeout, env2)
-    out["1 process x 2 threads, batch 16: images/s"] = r.get("images_per_s", r.get("error"))
+    for batch in (16, 8):
+        r = run_child_env([sys.executable, __file__, "--child", f"threads_x2_b{batch}", *flags], args.timeout, env2)
+        out[f"1 process x 2 threads, batch {batch}: images/s"] = r.get("images_per_s", r.get("error"))
     env1 = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, __file__, "--child", "threads_x1", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", "threads_x1_b8", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, cwd=REPO_ROOT, env=env1) for _ in range(2)]
     results = []
     for p in procs:
@@ -759,7 +761,7 @@ def main():
         return
     if args.child:
         if args.child.startswith("threads_x"):
-            emit({"ops": _threads_worker(args.warmup, args.steps, 8 if args.child == "threads_x1" else 16)})
+            emit({"ops": _threads_worker(args.warmup, args.steps, int(args.child.rsplit("_b", 1)[1]))})
         elif args.child.startswith("profile_"):
             emit({"ops": _paddle_profile(args.child[len("profile_"):], args.profile_top, args.fast_ops)})
         else:
