@@ -20,6 +20,7 @@ import numpy as np
 import paddle
 from PIL import Image
 
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import array_to_pil, list_images, pil_to_tensor_array
 
 
@@ -47,6 +48,7 @@ def main():
     parser.add_argument("--sample_posterior", action=argparse.BooleanOptionalAction, default=True, help="decode a sampled latent (upstream setting) instead of the mean")
     parser.add_argument("--save_inputs", action="store_true", help="also save the resized inputs as <name>_<size>_input.png")
     parser.add_argument("--seed", type=int, default=0)
+    add_fast_ops_argument(parser)  # --fast_ops (CPU speed-ups, on by default)
     args = parser.parse_args()
 
     from ppdiffusers import AutoencoderKL
@@ -54,6 +56,7 @@ def main():
     if args.model_name_or_path.startswith((".", "/")) and not os.path.exists(args.model_name_or_path):
         raise FileNotFoundError(f"--model_name_or_path {args.model_name_or_path!r} does not exist")
     vae = AutoencoderKL.from_pretrained(args.model_name_or_path)
+    apply_fast_ops(vae, args.fast_ops)
     vae.eval()
     paths = []
     for item in args.image:

@@ -18,6 +18,7 @@ import paddle.distributed as dist
 from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors
 from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, restore_rank_rng_state, save_checkpoint
 from common.distributed import barrier, init_distributed, seed_everything, seed_model_init, shutdown_distributed
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops, describe_fast_ops
 from common.images import ResumableBatchSampler, add_jpeg_draft_argument, sample_grid_path, save_grid
 from common.logging_utils import TrainLogger, get_logger
 from common.run_guard import TrainingGuard, add_guard_arguments, start_run
@@ -72,6 +73,7 @@ def parse_args(argv=None):
     parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="'latest' or a checkpoint-<step> folder")
     parser.add_argument("--calibrate_scaling_factor", type=int, default=0, help="after training, set the final VAE's config scaling_factor to 1 / std of its latents over this many batches (0 keeps the config value)")
     add_guard_arguments(parser)  # --skip_nan_steps
+    add_fast_ops_argument(parser)  # --fast_ops (CPU speed-ups, on by default)
     args = parser.parse_args(argv)
 
     if args.from_scratch and not args.vae_config_file:
@@ -187,6 +189,8 @@ def train(args, run, guard):
         perceptual_weight=args.perceptual_weight, disc_loss=args.disc_loss, lpips_backbone_path=args.lpips_backbone_path,
     )
     model = VAEWithPosterior(vae)
+    fast_ops = apply_fast_ops(model, args.fast_ops)  # CPU: faster paths, same parameters and numbers
+    apply_fast_ops(loss_fn, args.fast_ops)  # LPIPS + PatchGAN
     vae.train()
     loss_fn.train()
     seed_everything(args.seed)  # from here on each rank its own stream (posterior samples): seed * world_size + rank
@@ -236,6 +240,7 @@ def train(args, run, guard):
         os.makedirs(args.output_dir, exist_ok=True)
         logger.info("encoder input %s -> latent %s -> decoder output %s; %d trainable generator tensors, lr %.3g, world size %d",
                     enc_hw, latent_hw, out_hw, len(gen_params), lr, world_size)
+        logger.info(describe_fast_ops(fast_ops))
 
     def save(step):
         """Checkpoint ``step`` (all ranks call it: weight check, RNG states of every rank; rank 0 writes)."""

@@ -23,7 +23,7 @@ from common.cpu_env import apply_cpu_env
 
 apply_cpu_env(verbose=False)
 
-from bench_common import add_bench_arguments, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 DISC = dict(input_nc=3, ndf=64, n_layers=3)  # the PatchGAN train_vae.py builds (LPIPSWithDiscriminator defaults)
 ROWS = {
@@ -48,6 +48,8 @@ def run_row(name, steps, warmup=2):
     model = VAEWithPosterior(vae)
     loss_fn = LPIPSWithDiscriminator(disc_start=0 if row["gan"] else 10**9, perceptual_weight=0, disc_in_channels=DISC["input_nc"],
                                      disc_ndf=DISC["ndf"], disc_num_layers=DISC["n_layers"])
+    bench_fast_ops(model)  # as train_vae.py does on CPU (--fast_ops)
+    bench_fast_ops(loss_fn)
     opt_ae = paddle.optimizer.Adam(1e-4, parameters=list(vae.parameters()) + [loss_fn.logvar], beta1=0.5, beta2=0.9)
     opt_d = paddle.optimizer.Adam(1e-4, parameters=loss_fn.discriminator.parameters(), beta1=0.5, beta2=0.9)
     x = paddle.rand([row["batch"], 3, row["resolution"], row["resolution"]]) * 2 - 1

@@ -27,7 +27,7 @@ from diffusion import create_diffusion
 from models import DiT, load_model_config, model_kwargs
 from transport import create_transport
 
-from bench_common import add_bench_arguments, check_bench_arguments, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, emit, run_rows, time_steps  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "class_conditional", "config")
 
@@ -66,6 +66,7 @@ def run_row(label, cfg, objective_name, batch_size, steps, warmup):
     """One timed row: DiT forward + objective + backward + AdamW(1e-4) + EMA update, on random latents ``(B, C, s, s)`` and labels < 10."""
     paddle.seed(0)
     model = DiT(**model_kwargs(cfg))
+    bench_fast_ops(model)  # as the training scripts do on CPU (--fast_ops)
     objective = create_diffusion("") if objective_name == "dit" else create_transport("Linear")
     opt = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=model.parameters())
     ema = EMAModel(model.parameters())

@@ -53,8 +53,31 @@ def add_bench_arguments(parser):
                         help="interpreter with torch + diffusers for --compare torch (default: $BENCH_TORCH_PYTHON or this one)")
     parser.add_argument("--repeats", type=int, default=1, help="run every row (and its PyTorch mirror) this many times, interleaved")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per row subprocess")
+    parser.add_argument("--fast_ops", type=_parse_bool, default=True, metavar="{True,False}",
+                        help="Paddle rows with common.fast_ops applied as the scripts do on CPU (True, default) or stock paddle (False)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def _parse_bool(value):
+    from common.fast_ops import parse_bool  # no paddle import
+
+    return parse_bool(value)
+
+
+FAST_OPS_ENV = "BENCH_FAST_OPS"
+
+
+def bench_fast_ops(model):
+    """In a Paddle row child: apply ``common.fast_ops`` to ``model`` (a layer or a pipeline) as the training and
+    sampling scripts do by default, unless the parent ran with ``--fast_ops False`` (``$BENCH_FAST_OPS=0``).
+
+    Returns:
+        the :func:`common.fast_ops.apply_fast_ops` state dict.
+    """
+    from common.fast_ops import apply_fast_ops
+
+    return apply_fast_ops(model, os.environ.get(FAST_OPS_ENV, "1") == "1")
 
 
 def check_bench_arguments(parser, args):
@@ -223,6 +246,7 @@ def run_rows(script, names, args, child_args=()):
 
     reasons = cpu_env_settings()[1]
     apply_cpu_env(verbose=False)  # the children (Paddle and PyTorch alike) inherit the same thread settings
+    os.environ[FAST_OPS_ENV] = "1" if getattr(args, "fast_ops", True) else "0"  # the Paddle children read it (bench_fast_ops)
     compare = args.compare == "torch"
     torch_ok = False
     if compare:
@@ -232,7 +256,8 @@ def run_rows(script, names, args, child_args=()):
         else:
             print(f"compare: torch not importable by {args.torch_python}: {status}")
             print(TORCH_INSTALL_HINT)
-    print(f"cpu: {cpu_vendor()} x {os.cpu_count()} cores; {'; '.join(reasons)}; {load_text()} at start")
+    print(f"cpu: {cpu_vendor()} x {os.cpu_count()} cores; {'; '.join(reasons)}; "
+          f"Paddle rows {'with common.fast_ops (the CPU default)' if os.environ[FAST_OPS_ENV] == '1' else 'stock paddle (--fast_ops False)'}; {load_text()} at start")
     pairs = []
     for name in names:
         pres, tres = [], None

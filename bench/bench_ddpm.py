@@ -21,7 +21,7 @@ import time
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "ddpm_tutorial"))
-from bench_common import add_bench_arguments, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 
 def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), attention_levels=(), layers_per_block=1, resolution=None):
@@ -34,6 +34,7 @@ def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), atte
 
     resolution = resolution or train_unconditional.parse_args([]).resolution
     unet = build_unet(resolution, block_out_channels, attention_levels, layers_per_block)
+    bench_fast_ops(unet)  # as train_unconditional.py does on CPU (--fast_ops)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     opt = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=unet.parameters())
     x = paddle.rand([batch, 3, resolution, resolution]) * 2 - 1

@@ -23,7 +23,7 @@ import paddle
 from uvit_diffusion import UViTLatentDiffusion
 from uvit_trainer import build_unet, load_unet_config
 
-from bench_common import add_bench_arguments, check_bench_arguments, emit, run_rows, time_steps
+from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, emit, run_rows, time_steps
 
 PAPER_PARAMS_M = {"uvit_t2i_small_deep": 58.0}
 ROWS = {"small_deep_b1": ("uvit_t2i_small_deep", 1), "demo_b1": ("uvit_t2i_demo", 1), "demo_b64": ("uvit_t2i_demo", 64)}
@@ -34,6 +34,7 @@ def bench(config_name, batch, steps, warmup):
     paddle.seed(0)
     unet = build_unet(config)
     model = UViTLatentDiffusion(unet, scale_factor=0.18215)
+    bench_fast_ops(model)  # as the training script does on CPU (--fast_ops)
     opt = paddle.optimizer.AdamW(learning_rate=2e-4, parameters=unet.parameters(), weight_decay=0.03, beta1=0.9, beta2=0.9)
     s, c = config["sample_size"], config["in_channels"]
     moments = paddle.randn([batch, 2 * c, s, s])

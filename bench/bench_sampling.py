@@ -39,7 +39,7 @@ import tempfile
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
-from bench_common import add_bench_arguments, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 PROMPTS = [f"a handwritten digit {w}" for w in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")]
 ROWS = {
@@ -85,6 +85,7 @@ def row_ddpm(steps, calls):
     unet.eval()
     training = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="sample")  # train_unconditional.py
     pipe = DDPMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(training.config))  # sample.py --scheduler ddim
+    bench_fast_ops(pipe)  # as the sampling scripts do on CPU (--fast_ops)
     pipe.set_progress_bar_config(disable=True)
     b = row["batch"]
 
@@ -115,6 +116,7 @@ def row_dit(steps, calls):
     vae = load_vae("random")[0]
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", clip_sample=False, set_alpha_to_one=True)
     pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler, id2label={str(i): str(i) for i in range(10)})
+    bench_fast_ops(pipe)  # as the sampling scripts do on CPU (--fast_ops)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # infer_demo_dit.py
     pipe.set_progress_bar_config(disable=True)
     labels, g = row["labels"], row["guidance"]
@@ -163,6 +165,7 @@ def row_sd(steps, calls):
         m.eval()
     ddim = make_inference_scheduler(make_training_scheduler("v_prediction"), "ddim")  # the saved pipeline's scheduler/
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet, DPMSolverMultistepScheduler.from_config(ddim.config))  # --scheduler dpm-solver
+    bench_fast_ops(pipe)  # as the sampling scripts do on CPU (--fast_ops)
     r, g = row["resolution"], row["guidance"]
 
     def call(n):
@@ -209,6 +212,7 @@ def row_ldm(steps, calls):
     unet = LDMUViTT2IModel(**config)
     unet.eval()
     pipe = LDMTextToImagePipeline(vqvae=vae, bert=bert, tokenizer=tokenizer, unet=unet, scheduler=make_ddim_scheduler("v_prediction"))
+    bench_fast_ops(pipe)  # as the sampling scripts do on CPU (--fast_ops)
     pipe.set_progress_bar_config(disable=True)
     g = row["guidance"]
 

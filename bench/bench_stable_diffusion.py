@@ -23,7 +23,7 @@ import sys
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "stable_diffusion"))
-from bench_common import add_bench_arguments, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 ROWS = {
     "demo": dict(unet="unet_demo.json", text="text_encoder_demo.json", vae="demo", resolution=32, batch=32, tokens=16, warmup=2, steps=5),
@@ -65,6 +65,7 @@ def run_row(name):
         text_encoder = CLIPTextModel(CLIPTextConfig(**conf, vocab_size=vocab))
     unet = load_unet(os.path.join(cfg_dir, row["unet"]))
     model = StableDiffusionModel(vae, text_encoder, unet, make_training_scheduler("epsilon"))
+    bench_fast_ops(model)  # as the training script does on CPU (--fast_ops)
     opt = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=[p for p in model.parameters() if not p.stop_gradient])
     b, r = row["batch"], row["resolution"]
     pixels = paddle.rand([b, 3, r, r]) * 2 - 1

@@ -30,6 +30,7 @@ import paddle
 from common.arg_checks import require_positive, require_vae_multiple, usage_errors
 from common.checkpoint import replace_dir
 from common.distributed import barrier, init_distributed
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import ImageFolderDataset, ImageTransform, add_jpeg_draft_argument
 from common.logging_utils import get_logger
 from common.vae import load_vae
@@ -48,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--global_seed", type=int, default=0, help="seed of the posterior samples")
     add_jpeg_draft_argument(p)
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args(argv)
     with usage_errors(p):  # exit 2 naming the flag, before any image or VAE is loaded
         require_positive(args, "batch_size")
@@ -100,6 +102,7 @@ def main(argv=None):
     rank, world = init_distributed()
     dataset = ImageFolderDataset(args.data_path, ImageTransform(args.image_size, center_crop=True, draft=args.jpeg_draft), with_labels=True)
     vae, description = load_vae(args.vae_name_or_path)
+    apply_fast_ops(vae, args.fast_ops)
     scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
     out = os.path.abspath(args.feature_path)
     stamp = description + f"\nscaling_factor {scale}\nimages {len(dataset)} from {os.path.abspath(args.data_path)} at {args.image_size}px\n" + ("jpeg draft decode\n" if args.jpeg_draft else "")

@@ -15,6 +15,7 @@ import argparse
 
 import paddle
 
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import save_grid
 from common.logging_utils import get_logger
 
@@ -30,6 +31,7 @@ def main():
     p.add_argument("--guidance_scale", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output", default="result_DiT.png")
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args()
 
     from ppdiffusers import DDIMScheduler, DiTPipeline
@@ -37,6 +39,7 @@ def main():
     if args.pipeline.startswith((".", "/")) and not os.path.isdir(args.pipeline):
         raise FileNotFoundError(f"--pipeline {args.pipeline!r} does not exist; run tools/convert_dit_to_ppdiffusers.py first")
     pipe = DiTPipeline.from_pretrained(args.pipeline)
+    apply_fast_ops(pipe, args.fast_ops)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     ids = [int(c) if c.isdigit() else None for c in args.class_labels]
     names = [c for c, i in zip(args.class_labels, ids) if i is None]

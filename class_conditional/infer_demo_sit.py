@@ -14,6 +14,7 @@ import argparse
 
 from objective import decode_latents, load_model_folder, sample_latents, parse_cfg_channels
 from transport import DIFFUSION_FORMS, create_transport
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import save_grid
 from common.logging_utils import get_logger
 from common.vae import load_vae
@@ -41,9 +42,11 @@ def main():
     p.add_argument("--last_step_size", type=float, default=0.04)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="result_SiT.png")
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args()
 
     model, cfg = load_model_folder(args.model_path)
+    apply_fast_ops(model, args.fast_ops)
     if cfg["model_type"] != "SiT":
         raise ValueError(f"--model_path {args.model_path!r} is a {cfg['model_type']} model; sample it with sample_ddp.py "
                          "(or export it with tools/convert_dit_to_ppdiffusers.py and use infer_demo_dit.py)")
@@ -57,6 +60,7 @@ def main():
                        sampler="sde" if args.mode == "SDE" else args.sampling_method, sde_options=sde if args.mode == "SDE" else None,
                        cfg_channels=args.cfg_channels)
     vae, _ = load_vae(args.vae_name_or_path)
+    apply_fast_ops(vae, args.fast_ops)
     save_grid(list(decode_latents(vae, z)), args.output, nrow=len(args.class_labels), upscale=2)
     logger.info("classes %s (%s %s) -> %s", args.class_labels, args.mode, args.sampling_method, args.output)
 

@@ -18,6 +18,7 @@ import paddle
 from diffusion import create_diffusion
 from models import DiT, load_model_config, model_kwargs
 from transport import Sampler, create_transport
+from common.fast_ops import FAST_OPS_HELP
 from common.weights import load_state_dict_strict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +51,7 @@ class ObjectiveArguments:
     sample_eps: Optional[float] = field(default=None, metadata={"help": "SiT sampling time offset (default by path/prediction)"})
     sampling_method: str = field(default="euler", metadata={"help": "SiT ODE method for the sample grid: euler | heun | dopri5"})
     pretrained_model_name_or_path: Optional[str] = field(default=None, metadata={"help": "fine-tune from this DiT/SiT model folder (a final/ folder, or the dit_model/ that tools/convert_dit_to_ppdiffusers.py writes from official weights)"})
+    fast_ops: bool = field(default=True, metadata={"help": FAST_OPS_HELP})
 
     def __post_init__(self):
         if self.loss_weight in ("None", "none", ""):  # the launchers' LOSS_WEIGHT=None

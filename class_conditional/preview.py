@@ -72,7 +72,10 @@ class PreviewSampler:
         if self.vae is None:
             from common.vae import load_vae
 
+            from common.fast_ops import apply_fast_ops
+
             self.vae, _ = load_vae(self.obj_args.vae_name_or_path)
+            apply_fast_ops(self.vae, getattr(self.obj_args, "fast_ops", True))
         sit = self.cfg["model_type"] == "SiT"
         a = self.obj_args
         with ema_weights(self.ema, self.transformer.parameters()):

@@ -16,6 +16,7 @@ from PIL import Image
 from objective import decode_latents, load_model_folder, sample_latents, parse_cfg_channels
 from transport import create_transport
 from common.distributed import barrier, init_distributed
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import array_to_pil
 from common.logging_utils import get_logger
 from common.vae import load_vae
@@ -39,14 +40,17 @@ def main():
     p.add_argument("--path_type", default="Linear", choices=["Linear", "GVP", "VP"], help="SiT only")
     p.add_argument("--prediction", default="velocity", choices=["velocity", "score", "noise"], help="SiT only")
     p.add_argument("--global_seed", type=int, default=0)
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args()
 
     rank, world = init_distributed()
     model, cfg = load_model_folder(args.model_path)
+    apply_fast_ops(model, args.fast_ops)
     changed = [f"--{name}" for name in ("path_type", "prediction") if getattr(args, name) != p.get_default(name)]
     if cfg["model_type"] == "DiT" and changed:
         raise ValueError(f"{', '.join(changed)}: SiT options, but {args.model_path!r} is a DiT model (sampled with the Gaussian diffusion)")
     vae, _ = load_vae(args.vae_name_or_path)
+    apply_fast_ops(vae, args.fast_ops)
     k = args.num_classes or cfg["num_classes"]
     labels = [c for c in range(k) for _ in range(args.num_samples_per_class)]
     mine = list(range(rank, len(labels), world))

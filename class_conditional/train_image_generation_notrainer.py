@@ -35,6 +35,7 @@ from preview import PreviewSampler, ema_weights, save_final_model
 from common.arg_checks import require_non_negative, require_positive, require_range
 from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, restore_rank_rng_state, save_checkpoint
 from common.distributed import barrier, init_distributed, is_main_process, seed_everything, seed_model_init, shutdown_distributed, wrap_data_parallel
+from common.fast_ops import apply_fast_ops, describe_fast_ops
 from common.images import ResumableBatchSampler
 from common.logging_utils import TrainLogger, get_logger
 from common.model_toggles import apply_model_toggles
@@ -135,6 +136,7 @@ def train(obj_args, args, run, guard):
     seed_model_init(args.global_seed)  # same initial weights on every rank (DiT's idiom)
     transformer = build_transformer(cfg, obj_args)  # fresh, or --pretrained_model_name_or_path
     apply_model_toggles(transformer, args.recompute, args.enable_xformers_memory_efficient_attention, name="dit")
+    logger.info(describe_fast_ops(apply_fast_ops(transformer, obj_args.fast_ops)))  # CPU: faster paths, same parameters and numbers
     ema = EMAModel(transformer.parameters(), decay=args.ema_decay) if args.use_ema else None
     objective = build_objective(cfg, obj_args)
     clip = paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm) if args.max_grad_norm > 0 else None

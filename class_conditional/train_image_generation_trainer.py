@@ -30,6 +30,7 @@ from objective import ObjectiveArguments, TrainModel, build_objective, build_tra
 from preview import PREVIEW_UPSCALE, PreviewSampler, save_final_model
 from common.arg_checks import check_trainer_arguments, require_non_negative, require_positive, require_range
 from common.distributed import is_main_process, seed_everything, seed_model_init
+from common.fast_ops import apply_fast_ops, describe_fast_ops
 from common.logging_utils import get_logger
 from common.model_toggles import apply_model_toggles
 from common.run_guard import GuardArguments, start_run
@@ -95,6 +96,7 @@ def main(argv=None):
     objective = build_objective(cfg, obj_args)
     logger.info("model: %s %s, %.2fM parameters; objective: %s", cfg["model_type"], obj_args.config_file, count_parameters(transformer) / 1e6, type(objective).__name__)
     logger.info("toggles: %s", apply_model_toggles(transformer, training_args.recompute, training_args.enable_xformers_memory_efficient_attention, name="dit"))
+    logger.info(describe_fast_ops(apply_fast_ops(transformer, obj_args.fast_ops)))  # CPU: faster paths, same parameters and numbers
     model = TrainModel(transformer, objective)
 
     # ---- Trainer with epoch, EMA and sample-grid callbacks (EMA first: the grid of a step shows that step's EMA)

@@ -36,6 +36,8 @@ import functools
 import numpy as np
 from PIL import Image
 
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
+
 __all__ = ["DIGIT_PROMPTS", "digit_features", "digit_judge", "judge_accuracy_on_real_digits", "score_digit_images", "face_rate",
            "face_rate_on_real_faces", "txt2img_digit_samples", "main"]
 
@@ -156,22 +158,24 @@ def face_rate_on_real_faces(folder, limit=100):
     return face_rate([Image.open(os.path.join(folder, n)) for n in names])
 
 
-def _ddpm_samples(pipeline_dir, num_images, num_inference_steps, seed):
+def _ddpm_samples(pipeline_dir, num_images, num_inference_steps, seed, fast_ops=True):
     import paddle
     from ppdiffusers import DDIMScheduler, DDPMPipeline
 
     pipe = DDPMPipeline.from_pretrained(pipeline_dir)
+    apply_fast_ops(pipe, fast_ops)
     if num_inference_steps < pipe.scheduler.config.num_train_timesteps:
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe(batch_size=num_images, num_inference_steps=num_inference_steps, generator=paddle.Generator().manual_seed(seed)).images
 
 
-def _dit_samples(pipeline_dir, samples_per_class, num_inference_steps, guidance_scale, seed):
+def _dit_samples(pipeline_dir, samples_per_class, num_inference_steps, guidance_scale, seed, fast_ops=True):
     import paddle
     from ppdiffusers import DDIMScheduler, DiTPipeline
 
     pipe = DiTPipeline.from_pretrained(pipeline_dir)
+    apply_fast_ops(pipe, fast_ops)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     labels = [c for _ in range(samples_per_class) for c in range(10)]
@@ -180,14 +184,15 @@ def _dit_samples(pipeline_dir, samples_per_class, num_inference_steps, guidance_
     return images, labels
 
 
-def txt2img_digit_samples(pipeline_dir, samples_per_class=8, num_inference_steps=25, guidance_scale=4.0, seed=0):
+def txt2img_digit_samples(pipeline_dir, samples_per_class=8, num_inference_steps=25, guidance_scale=4.0, seed=0, fast_ops=True):
     """Sample every digit prompt ``samples_per_class`` times from a text-to-image pipeline folder.
 
     The pipeline class is the one ``<pipeline_dir>/model_index.json`` names (``_class_name``,
     looked up in ``ppdiffusers``), loaded with ``from_pretrained`` and its saved scheduler, and
     called once as ``pipe(prompts, num_inference_steps=..., guidance_scale=..., generator=...)``
     with ``prompts = [DIGIT_PROMPTS[c] for _ in range(samples_per_class) for c in range(10)]`` and
-    one ``paddle.Generator`` seeded with ``seed``.
+    one ``paddle.Generator`` seeded with ``seed``.  ``fast_ops``: on CPU, the faster Paddle paths of
+    :func:`common.fast_ops.apply_fast_ops` (same numbers up to float rounding).
 
     Returns:
         ``(images, labels)``: ``10 * samples_per_class`` PIL images and their digits (ints 0-9).
@@ -212,6 +217,7 @@ def txt2img_digit_samples(pipeline_dir, samples_per_class=8, num_inference_steps
         raise ValueError(f"--txt2img_pipeline {pipeline_dir!r}: model_index.json names the pipeline class {class_name!r}, "
                          "which ppdiffusers does not have (expected e.g. StableDiffusionPipeline or LDMTextToImagePipeline)")
     pipe = cls.from_pretrained(pipeline_dir)
+    apply_fast_ops(pipe, fast_ops)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     labels = [c for _ in range(samples_per_class) for c in range(10)]
@@ -232,21 +238,22 @@ def main(argv=None):
     p.add_argument("--num_inference_steps", type=int, default=25)
     p.add_argument("--guidance_scale", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args(argv)
     if args.samples_per_class < 1 or args.num_images < 1 or args.num_inference_steps < 1:
         p.error("--samples_per_class, --num_images and --num_inference_steps must be >= 1")
     if args.ddpm_pipeline:
-        images = _ddpm_samples(args.ddpm_pipeline, args.num_images, args.num_inference_steps, args.seed)
+        images = _ddpm_samples(args.ddpm_pipeline, args.num_images, args.num_inference_steps, args.seed, args.fast_ops)
         rate = face_rate(images)
         print(f"face rate {rate:.2f} ({int(round(rate * len(images)))}/{len(images)}) on {args.ddpm_pipeline}; "
               f"the real training faces score 0.84, noise 0")
         return rate
     if args.txt2img_pipeline:
         folder = args.txt2img_pipeline
-        images, labels = txt2img_digit_samples(folder, args.samples_per_class, args.num_inference_steps, args.guidance_scale, args.seed)
+        images, labels = txt2img_digit_samples(folder, args.samples_per_class, args.num_inference_steps, args.guidance_scale, args.seed, args.fast_ops)
     else:
         folder = args.dit_pipeline
-        images, labels = _dit_samples(folder, args.samples_per_class, args.num_inference_steps, args.guidance_scale, args.seed)
+        images, labels = _dit_samples(folder, args.samples_per_class, args.num_inference_steps, args.guidance_scale, args.seed, args.fast_ops)
     acc, per_class = score_digit_images(images, labels)
     hits = int(round(acc * len(labels)))
     print(f"digit accuracy {acc:.2f} ({hits}/{len(labels)}) on {folder}; chance 0.10; "

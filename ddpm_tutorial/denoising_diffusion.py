@@ -31,6 +31,7 @@ from PIL import Image
 
 from common.checkpoint import _fsync_path, fsync_tree, gather_rng_states, load_optimizer_state, optimizer_state, preserve_rng_state, replace_dir, restore_rank_rng_state
 from common.distributed import barrier, get_world_size, init_distributed, is_main_process, mean_over_ranks, seed_everything, wrap_data_parallel
+from common.fast_ops import apply_fast_ops, describe_fast_ops
 from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, save_grid
 from common.logging_utils import TrainLogger
 from common.run_guard import TrainingGuard, start_run
@@ -546,6 +547,8 @@ class Trainer:
         jpeg_draft: decode JPEGs at a reduced scale that still covers ``image_size`` (default True,
             :class:`common.images.ImageTransform` ``draft``); False: full-size decode.
         skip_nan_steps: how many NaN/inf steps to skip (update not applied) before stopping.
+        fast_ops: on CPU, swap in the measured faster Paddle paths (:func:`common.fast_ops.apply_fast_ops`)
+            on the UNet and its EMA copy; same parameters, checkpoints and numbers.
     Raises:
         FileNotFoundError / ValueError: a missing or image-less ``folder`` (from ``ImageFolderDataset``).
         ValueError: ``train_batch_size`` not divisible by ``gradient_accumulate_every``, or a
@@ -572,6 +575,7 @@ class Trainer:
         num_workers=0,
         skip_nan_steps=0,
         jpeg_draft=True,
+        fast_ops=True,
     ):
         init_distributed()
         self.results_folder = str(results_folder)
@@ -580,6 +584,8 @@ class Trainer:
             seed_everything(seed)
             self.diffusion = diffusion
             self.unet = diffusion.unet
+            self.fast_ops = fast_ops
+            fast_state = apply_fast_ops(self.unet, fast_ops)  # before the DataParallel wrap
             diffusion.model = wrap_data_parallel(self.unet)
             if train_batch_size % gradient_accumulate_every:
                 raise ValueError("train_batch_size must be divisible by gradient_accumulate_every")
@@ -606,6 +612,7 @@ class Trainer:
             self.scaler = paddle.amp.GradScaler() if amp and paddle.device.is_compiled_with_cuda() else None
             self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
             self.logger = TrainLogger(self.results_folder, logging_steps, enabled=is_main_process(), total_steps=train_num_steps)
+            self.logger.logger.info(describe_fast_ops(fast_state))
         except BaseException:
             self.close()
             raise
@@ -697,6 +704,7 @@ class Trainer:
         """A copy of the UNet holding the EMA weights (for sampling/saving)."""
         if self.ema_unet is None:
             self.ema_unet = UNet2DModel.from_config(self.unet.config)
+            apply_fast_ops(self.ema_unet, self.fast_ops)
         self.ema_unet.set_state_dict(self.unet.state_dict())
         self.ema.copy_to(self.ema_unet.parameters())
         return self.ema_unet

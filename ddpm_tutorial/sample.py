@@ -9,6 +9,7 @@ import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 import paddle
 from ppdiffusers import DDIMScheduler, DDPMPipeline
 
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import save_grid
 
 
@@ -21,6 +22,7 @@ def parse_args(argv=None):
     p.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps (ignored for ddpm)")
     p.add_argument("--upscale", type=int, default=2, help="nearest-neighbour enlargement of the grid")
     p.add_argument("--seed", type=int, default=0)
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     return p.parse_args(argv)
 
 
@@ -29,6 +31,7 @@ def main(argv=None):
     if not os.path.isfile(os.path.join(args.pipeline_dir, "model_index.json")):
         raise FileNotFoundError(f"--pipeline_dir {args.pipeline_dir!r} has no model_index.json (not a saved DDPMPipeline)")
     pipeline = DDPMPipeline.from_pretrained(args.pipeline_dir)
+    apply_fast_ops(pipeline, args.fast_ops)
     steps = pipeline.scheduler.config.num_train_timesteps
     if args.scheduler == "ddim":
         pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)

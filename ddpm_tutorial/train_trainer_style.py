@@ -18,6 +18,7 @@ import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
 from common.arg_checks import require_non_negative, require_positive, require_range, usage_errors
 from common.distributed import get_rank, init_distributed, seed_model_init, shutdown_distributed
+from common.fast_ops import add_fast_ops_argument
 from common.images import add_jpeg_draft_argument
 from common.run_guard import add_guard_arguments
 from denoising_diffusion import MILESTONE_LAST, GaussianDiffusion, Trainer, Unet
@@ -67,6 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="initial weights (same on every rank) and training draws (seed * world_size + rank)")
     p.add_argument("--load_milestone", type=milestone_arg, default=None, help="resume from results_folder/model-N.pdparams (N, or 'last')")
     add_guard_arguments(p)  # --skip_nan_steps
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args(argv)
     with usage_errors(p):  # exit 2 naming the flag, before anything is built
         require_positive(args, "image_size", "dim", "dim_mults", "layers_per_block", "timesteps", "sampling_timesteps", "train_batch_size",
@@ -124,6 +126,7 @@ def main(argv=None):
         num_workers=args.num_workers,
         skip_nan_steps=args.skip_nan_steps,
         jpeg_draft=args.jpeg_draft,
+        fast_ops=args.fast_ops,
     )
     if args.load_milestone is not None:
         trainer.load(args.load_milestone)

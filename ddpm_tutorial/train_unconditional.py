@@ -28,6 +28,7 @@ from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer
 from common.diffusion_utils import min_snr_loss_weights
 from common.distributed import (barrier, get_rank, get_world_size, init_distributed, is_main_process, seed_everything, seed_model_init, shutdown_distributed,
                                 wrap_data_parallel)
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops, describe_fast_ops
 from common.images import ImageFolderDataset, ImageTransform, ResumableBatchSampler, add_jpeg_draft_argument, sample_grid_path, save_grid
 from common.logging_utils import TrainLogger
 from common.run_guard import TrainingGuard, add_guard_arguments, start_run
@@ -90,6 +91,7 @@ def parse_args(argv=None):
     p.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
     p.add_argument("--seed", type=int, default=0)
     add_guard_arguments(p)  # --skip_nan_steps
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args(argv)
     with usage_errors(p):  # exit 2 naming the flag, before anything is loaded
         check_args(args)
@@ -183,6 +185,7 @@ def train(args, run, guard):
     # -- models: the same initial weights on every rank, fixed by --seed -------------------------
     seed_model_init(args.seed)
     unet = build_unet(args.resolution, args.block_out_channels, args.attention_levels, args.layers_per_block, channels=1 if args.grayscale else 3)
+    fast_ops = apply_fast_ops(unet, args.fast_ops)  # CPU: faster paths, same parameters and numbers
     if args.ddpm_beta_schedule == "sigmoid":  # not a ppdiffusers name (its "sigmoid" is another schedule): explicit betas
         noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, trained_betas=sigmoid_beta_schedule(args.ddpm_num_steps).tolist(),
                                         prediction_type=args.prediction_type)
@@ -203,6 +206,7 @@ def train(args, run, guard):
     scaler = paddle.amp.GradScaler() if args.mixed_precision == "fp16" else None
     logger = TrainLogger(args.output_dir, args.logging_steps, enabled=is_main_process(), total_steps=max_train_steps)
     logger.logger.info("UNet2DModel: %.2fM parameters; %d images; %d steps/epoch; %d steps", sum(p.numel().item() for p in unet.parameters()) / 1e6, len(dataset), steps_per_epoch, max_train_steps)
+    logger.logger.info(describe_fast_ops(fast_ops))
 
     seed_everything(args.seed)  # noise / timestep draws: seed * world_size + rank (a resume restores each rank's saved stream)
 
@@ -227,6 +231,7 @@ def train(args, run, guard):
         copy = UNet2DModel.from_config(unet.config)
         copy.set_state_dict(unet.state_dict())
         ema.copy_to(copy.parameters())
+        apply_fast_ops(copy, args.fast_ops)  # it samples the grids
         return copy
 
     def save(step):

@@ -38,6 +38,7 @@ import paddle
 from common.arg_checks import require_non_negative, require_positive, require_vae_multiple, usage_errors
 from common.checkpoint import replace_dir
 from common.demo_data import DEFAULT_DEMO_ROOT, ensure_demo_data
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import ImageTransform, add_jpeg_draft_argument, load_image
 from common.logging_utils import get_logger
 from common.safe_data import BadSampleLog
@@ -70,6 +71,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_images", type=int, default=None, help="use only the first N images of --data_file (0 or unset: all)")
     parser.add_argument("--num_vis_prompts", type=int, default=10, help="distinct captions saved to run_vis/ for training image logs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo text encoder's random init and of the VAE when random")
+    add_fast_ops_argument(parser)  # --fast_ops (CPU speed-ups, on by default)
     args = parser.parse_args(argv)
     with usage_errors(parser):  # exit 2 naming the flag, before any caption, image or encoder is loaded
         require_positive(args, "model_max_length", "batch_size")
@@ -170,6 +172,7 @@ def extract(args, train, val, tmp, line_log):
     # ---- encoders
     vae_name = resolve_vae_name(args.vae_name_or_path)
     vae, vae_description = load_vae(vae_name, seed=args.seed)
+    apply_fast_ops(vae, args.fast_ops)
     all_captions = [c for _, caps in train + val for c in caps]
     if args.text_encoder_name_or_path == "demo":
         if args.tokenizer_name_or_path not in (None, "demo"):
@@ -181,6 +184,7 @@ def extract(args, train, val, tmp, line_log):
         tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.text_encoder_name_or_path, args.model_max_length)
         text_description = f"{type(text_encoder).__name__} from {args.text_encoder_name_or_path}"
     logger.info("text encoder: %s", text_description)
+    apply_fast_ops(text_encoder, args.fast_ops)
 
     # ---- captions (each distinct caption is encoded once) and the empty caption
     unique = sorted(set(all_captions))

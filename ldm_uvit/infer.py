@@ -26,6 +26,7 @@ import argparse
 import paddle
 from ppdiffusers import LDMTextToImagePipeline
 
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import save_grid
 from common.logging_utils import get_logger
 from common.model_toggles import apply_model_toggles
@@ -48,12 +49,14 @@ def parse_args():
     parser.add_argument("--grid_upscale", type=int, default=1, help="enlarge the saved grid (nearest) for tiny images")
     parser.add_argument("--enable_xformers_memory_efficient_attention", action="store_true")
     parser.add_argument("--tome_ratio", type=float, default=0.0, help="token merging ratio (0 = off; no effect on U-ViT)")
+    add_fast_ops_argument(parser)  # --fast_ops (CPU speed-ups, on by default)
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
     pipe = LDMTextToImagePipeline.from_pretrained(args.model_name_or_path)
+    apply_fast_ops(pipe, args.fast_ops)
     apply_model_toggles(pipe.unet, memory_efficient_attention=args.enable_xformers_memory_efficient_attention, name="unet")
     if args.tome_ratio > 0:
         pipe.apply_tome(ratio=args.tome_ratio)

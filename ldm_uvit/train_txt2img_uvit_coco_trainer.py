@@ -24,6 +24,7 @@ from ppdiffusers.training_utils import EMAModel
 
 from common.arg_checks import check_trainer_arguments, require_non_negative, require_positive, require_range
 from common.distributed import seed_everything
+from common.fast_ops import FAST_OPS_HELP, apply_fast_ops, describe_fast_ops
 from common.logging_utils import get_logger
 from common.model_toggles import apply_model_toggles
 from common.run_guard import GuardArguments, start_run
@@ -48,6 +49,7 @@ class ModelArguments:
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay (ppdiffusers EMAModel warms it up as (1+n)/(10+n))"})
     enable_xformers_memory_efficient_attention: bool = field(default=False, metadata={"help": "memory-efficient attention (GPU kernels; a logged no-op on CPU)"})
     prediction_type: str = field(default="epsilon", metadata={"help": "training target: epsilon (U-ViT) or v_prediction; the export's scheduler gets the same"})
+    fast_ops: bool = field(default=True, metadata={"help": FAST_OPS_HELP})
 
 
 @dataclass
@@ -142,6 +144,8 @@ def main(argv=None):
         unet, recompute=training_args.recompute, memory_efficient_attention=model_args.enable_xformers_memory_efficient_attention, name="unet"
     )
     model = UViTLatentDiffusion(unet, scale_factor, NoisePredictionDiffusion(make_ddpm_scheduler(model_args.prediction_type)))
+    logger.info(describe_fast_ops(apply_fast_ops(model, model_args.fast_ops)))  # CPU: faster paths, same parameters and numbers
+    apply_fast_ops(vae, model_args.fast_ops)  # it decodes the image logs
     logger.info("objective: %s prediction (U-ViT trains epsilon)", model_args.prediction_type)
     ema = EMAModel(unet.parameters(), decay=model_args.ema_decay) if model_args.use_ema else None
 

@@ -14,6 +14,7 @@ import argparse
 import os, sys; sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # noqa: E401,E702 -- repo root, for common/
 import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
+from common.fast_ops import add_fast_ops_argument, apply_fast_ops
 from common.images import save_grid
 from common.logging_utils import get_logger
 from sd_pipeline_utils import SCHEDULERS, load_text_encoder, load_unet, resolve_component, sample_prompt_grid, set_scheduler
@@ -35,6 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42, help="sampling seed (the same for every prompt)")
     p.add_argument("--output", default="sd_sample.png", help="PNG to write (a grid when several prompts)")
     p.add_argument("--upscale", type=int, default=1, help="nearest-neighbour enlargement of the saved PNG (for tiny demo images)")
+    add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args(argv)
     if args.num_inference_steps < 1:
         p.error(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
@@ -66,6 +68,7 @@ def load_pipeline(pretrained, unet_name_or_path=None, text_encoder_name_or_path=
 def main(argv=None):
     args = parse_args(argv)
     pipe = load_pipeline(args.pretrained_model_name_or_path, args.unet_name_or_path, args.text_encoder_name_or_path, args.scheduler)
+    apply_fast_ops(pipe, args.fast_ops)
     resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     prompts = args.prompt or ["a handwritten digit seven"]
     images = sample_prompt_grid(pipe, prompts, resolution, args.num_inference_steps, args.guidance_scale, args.seed, args.negative_prompt)

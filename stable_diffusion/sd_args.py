@@ -13,6 +13,7 @@ from typing import List, Optional
 from paddlenlp.trainer import TrainingArguments
 
 from common.arg_checks import check_trainer_arguments, read_json_config, require_non_negative, require_positive, require_range, require_vae_multiple
+from common.fast_ops import FAST_OPS_HELP
 
 __all__ = ["SDTrainingArguments", "SDModelArguments", "SDDataArguments", "HERE", "DEMO_FILE_LIST", "check_args"]
 
@@ -28,6 +29,7 @@ class SDTrainingArguments(TrainingArguments):
     use_ema: bool = field(default=False, metadata={"help": "Keep an EMA of the UNet weights (saved as unet_ema/ in checkpoints)."})
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay cap; the decay warms up as (1 + step) / (10 + step)."})
     enable_xformers_memory_efficient_attention: bool = field(default=False, metadata={"help": "Memory-efficient attention in the UNet (GPU kernel; kept off with a warning where unsupported)."})
+    fast_ops: bool = field(default=True, metadata={"help": FAST_OPS_HELP})
     only_save_updated_model: bool = field(default=True, metadata={"help": "Checkpoints hold only the trained parts (unet/, text_encoder/ when trained); False also writes the whole model_state.pdparams."})
     unet_learning_rate: Optional[float] = field(default=None, metadata={"help": "UNet learning rate (default: --learning_rate)."})
     text_encoder_learning_rate: Optional[float] = field(default=None, metadata={"help": "Text encoder learning rate with --train_text_encoder (default: --learning_rate)."})
@@ -52,7 +54,7 @@ class SDModelArguments:
     text_encoder_name_or_path: Optional[str] = field(default=None, metadata={"help": "CLIPTextModel: a JSON config (random init) or weights folder/hub id. Default: the pretrained pipeline's text_encoder/, else config/text_encoder_demo.json."})
     unet_name_or_path: Optional[str] = field(default=None, metadata={"help": "UNet2DConditionModel: a JSON config (random init) or weights folder/hub id. Default: the pretrained pipeline's unet/, else config/unet_demo.json."})
     tokenizer_name: Optional[str] = field(default=None, metadata={"help": "CLIPTokenizer folder/hub id. Default: the pretrained pipeline's tokenizer/, the text encoder's sibling "
-                                                                          "tokenizer/, else one is trained on the training captions into <output_dir>/tokenizer."})
+                                                                  "tokenizer/, else one is trained on the training captions into <output_dir>/tokenizer."})
     pretrained_model_name_or_path: Optional[str] = field(default=None, metadata={"help": "A full Stable Diffusion folder or hub id (tokenizer/, text_encoder/, vae/, unet/, scheduler/); the four *_name_or_path arguments take priority."})
     model_max_length: Optional[int] = field(default=None, metadata={"help": "Tokenizer padding/truncation length (default: the loaded tokenizer's own; 77 for one trained on the captions)."})
     tokenizer_vocab_size: int = field(default=1024, metadata={"help": "Vocabulary size bound when a tokenizer is trained on the captions."})

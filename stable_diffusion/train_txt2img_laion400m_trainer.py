@@ -13,6 +13,7 @@ from ppdiffusers.training_utils import EMAModel
 
 from common.arg_checks import require_non_negative
 from common.distributed import barrier, is_main_process, seed_everything
+from common.fast_ops import apply_fast_ops, describe_fast_ops
 from common.logging_utils import get_logger
 from common.model_toggles import apply_model_toggles
 from common.run_guard import GuardArguments, start_run
@@ -126,6 +127,7 @@ def main(argv=None):
         prediction_type=noise_scheduler.config.prediction_type, snr_gamma=model_args.snr_gamma,
         noise_offset=model_args.noise_offset, input_perturbation=model_args.input_perturbation,
     )
+    logger.info(describe_fast_ops(apply_fast_ops(model, training_args.fast_ops)))  # CPU: faster paths in UNet, VAE and text encoder
 
     # ---- Trainer with EMA and prompt-grid callbacks
     sampler = PromptGridSampler(model, tokenizer, prompts, training_args.resolution, model_args.num_inference_steps, seed=training_args.seed)

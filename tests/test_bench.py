@@ -1,5 +1,6 @@
 """bench/ harness: ``--compare torch`` without torch skips cleanly, a Paddle row runs in its own
-process (a training row and the sampling bench's DDPM row), and (only when a torch interpreter is
+process (a training row and the sampling bench's DDPM row), ``--fast_ops False`` gives stock-paddle
+rows, bench_ops' demo A/B prints its before/after rows, and (only when a torch interpreter is
 given in $BENCH_TORCH_PYTHON) the PyTorch mirror holds the same number of parameters.  No timing
 assertions: speed lives in bench/."""
 import os
@@ -102,3 +103,19 @@ def test_ops_bench_without_torch_prints_an_attention_row(python_without_torch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "torch hidden by tests/test_bench.py" in proc.stdout
     assert any(line.startswith("| attention | matmul softmax") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_ops_bench_demo_step_before_after_and_stock_rows():
+    """``--rows demo_ddpm`` prints stock / fast / leave-one-out rows and the swap counts; ``--fast_ops False`` makes a
+    bench row run stock paddle and says so."""
+    proc = subprocess.run([sys.executable, "bench/bench_ops.py", "--rows", "demo_ddpm", "--steps", "1", "--warmup", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| demo_ddpm |")]
+    for label in ("stock paddle (before)", "all fast ops (after, the CPU default)", "all but conv_bias", "layers swapped"):
+        assert any(label in line for line in rows), (label, proc.stdout)
+    assert "conv_bias 36" in proc.stdout
+    proc = subprocess.run([sys.executable, *TINY_ROW, "--fast_ops", "False"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stock paddle (--fast_ops False)" in proc.stdout
+    assert re.search(r"^\| SiT_demo\.json", proc.stdout, re.M), proc.stdout
