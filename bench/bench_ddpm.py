@@ -6,8 +6,8 @@
 
 Each row runs in its own process so peak RSS is that row's own (harness: bench/bench_common.py).
 Prints a markdown table: ms/step and images/s for training steps (noise, add_noise, UNet2DModel,
-epsilon MSE, AdamW 1e-4) of run_train_ddpm.sh's UNet (16/32/64 channels, 32x32, batch 8 per
-process; the main job runs two such processes), of train_unconditional.py's default UNet
+epsilon MSE, AdamW 1e-4) of run_train_ddpm.sh's UNet (16/32/64/128 channels, one channel
+(--grayscale), 32x32, batch 8 per process; the main job runs two such processes), of train_unconditional.py's default UNet
 (32/64/128 + attention, batch 32), of the tutorial's 128 px GPU layout at batch 2, and images/s
 decoded by the laion reader (digits parts) and the image-folder reader (faces, 32x32).  With
 ``--compare torch`` every UNet row is also timed as the same diffusers ``UNet2DModel`` config
@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "ddpm_tutorial"))
 from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 
-def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), attention_levels=(), layers_per_block=1, resolution=None):
+def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64, 128), attention_levels=(), layers_per_block=1, resolution=None, channels=1):
+    """One training step of a ``build_unet`` UNet; the defaults are run_train_ddpm.sh's (4 levels, one channel: --grayscale)."""
     import paddle
     import paddle.nn.functional as F
     from denoising_diffusion import build_unet
@@ -33,11 +34,11 @@ def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), atte
     import train_unconditional
 
     resolution = resolution or train_unconditional.parse_args([]).resolution
-    unet = build_unet(resolution, block_out_channels, attention_levels, layers_per_block)
+    unet = build_unet(resolution, block_out_channels, attention_levels, layers_per_block, channels=channels)
     bench_fast_ops(unet)  # as train_unconditional.py does on CPU (--fast_ops)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     opt = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=unet.parameters())
-    x = paddle.rand([batch, 3, resolution, resolution]) * 2 - 1
+    x = paddle.rand([batch, channels, resolution, resolution]) * 2 - 1
 
     def step():
         noise = paddle.randn(x.shape)
@@ -50,7 +51,7 @@ def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64), atte
 
     timing = time_steps(step, warmup, steps)
     params = sum(int(p.numel()) for p in unet.parameters())
-    return dict(timing, row=f"ddpm train step (UNet2DModel {params / 1e6:.2f}M, {resolution}px, batch {batch})", params=params, batch=batch,
+    return dict(timing, row=f"ddpm train step (UNet2DModel {params / 1e6:.2f}M, {resolution}px, {channels} ch, batch {batch})", params=params, batch=batch,
                 images_per_s=batch * 1000.0 / timing["ms_per_step"],
                 torch=dict(kind="unet2d", config=config_dict(unet.config), batch=batch, resolution=resolution, warmup=warmup, steps=steps))
 
@@ -93,12 +94,14 @@ def row_folder():
 
 def row_train_script_default():
     args = __import__("train_unconditional").parse_args([])
-    return row_train(batch=args.train_batch_size, block_out_channels=args.block_out_channels, attention_levels=args.attention_levels, layers_per_block=args.layers_per_block)
+    return row_train(batch=args.train_batch_size, block_out_channels=args.block_out_channels, attention_levels=args.attention_levels, layers_per_block=args.layers_per_block,
+                     channels=3)
 
 
 def row_tutorial128():
     """The tutorial's GPU layout (README: 128 px, 128/128/256/256/512/512, attention at level 4, 2 layers per block) at batch 2."""
-    return row_train(steps=2, warmup=1, batch=2, block_out_channels=(128, 128, 256, 256, 512, 512), attention_levels=(4,), layers_per_block=2, resolution=128)
+    return row_train(steps=2, warmup=1, batch=2, block_out_channels=(128, 128, 256, 256, 512, 512), attention_levels=(4,), layers_per_block=2, resolution=128,
+                     channels=3)
 
 
 ROWS = {"train": row_train, "train_script_default": row_train_script_default, "tutorial128": row_tutorial128, "laion": row_laion, "folder": row_folder}

@@ -43,7 +43,7 @@ from bench_common import add_bench_arguments, bench_fast_ops, check_bench_argume
 
 PROMPTS = [f"a handwritten digit {w}" for w in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")]
 ROWS = {
-    "ddpm": dict(steps=50, batch=16),
+    "ddpm": dict(steps=100, batch=16),
     "dit": dict(steps=25, guidance=4.0, labels=list(range(10))),
     "sd": dict(steps=25, guidance=4.0, resolution=32, tokens=16),
     "ldm": dict(steps=25, guidance=4.0),
@@ -74,17 +74,17 @@ def _result(name, timing, images, steps, params, params_other=None, torch=None, 
 
 def row_ddpm(steps, calls):
     import paddle
-    from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
+    from ppdiffusers import DDPMPipeline, DDPMScheduler
 
     sys.path.insert(0, os.path.join(REPO, "ddpm_tutorial"))
     from denoising_diffusion import build_unet
 
     row = ROWS["ddpm"]
     paddle.seed(0)
-    unet = build_unet(32, (16, 32, 64), (), layers_per_block=1)  # run_train_ddpm.sh
+    unet = build_unet(32, (16, 32, 64, 128), (), layers_per_block=1, channels=1)  # run_train_ddpm.sh (GRAYSCALE=1)
     unet.eval()
     training = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="sample")  # train_unconditional.py
-    pipe = DDPMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(training.config))  # sample.py --scheduler ddim
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(training.config))  # SAMPLER=ddpm: ancestral, respaced
     bench_fast_ops(pipe)  # as the sampling scripts do on CPU (--fast_ops)
     pipe.set_progress_bar_config(disable=True)
     b = row["batch"]
@@ -94,8 +94,8 @@ def row_ddpm(steps, calls):
 
     timing = _time_pipeline(call, steps, calls)
     params = _count(unet)
-    return _result(f"ddpm: DDPMPipeline + DDIM (UNet {params / 1e6:.2f}M, 32 px), {steps} steps", timing, b, steps, params,
-                   torch=dict(kind="sampling_ddpm", unet=config_dict(unet.config), scheduler=config_dict(pipe.scheduler.config),
+    return _result(f"ddpm: DDPMPipeline, ancestral DDPM (UNet {params / 1e6:.2f}M, 32 px, 1 ch), {steps} steps", timing, b, steps, params,
+                   torch=dict(kind="sampling_ddpm", unet=config_dict(unet.config), scheduler=config_dict(pipe.scheduler.config), scheduler_class="DDPMScheduler",
                               batch=b, num_inference_steps=steps, warmup_steps=min(steps, WARMUP_STEPS), warmup=0, steps=calls))
 
 
@@ -231,7 +231,7 @@ ROW_FUNCS = {"ddpm": row_ddpm, "dit": row_dit, "sd": row_sd, "ldm": row_ldm}
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    p.add_argument("--num_inference_steps", type=int, default=None, help="steps of every row (default: each demo's own: ddpm 50, others 25)")
+    p.add_argument("--num_inference_steps", type=int, default=None, help="steps of every row (default: each demo's own: ddpm 100, others 25)")
     p.add_argument("--calls", type=int, default=3, help="timed pipeline calls per process (after one 2-step warm-up call)")
     add_bench_arguments(p)
     args = p.parse_args()

@@ -20,7 +20,7 @@ parent can check that both sides hold the same model:
   (pix2pix ``NLayerDiscriminator``) hinge loss with the adaptive generator weight
   (Esser et al. 2021, eq. 7) and a discriminator step; Adam(1e-4, betas 0.5/0.9).
 * ``sampling_ddpm`` / ``sampling_dit`` / ``sampling_sd`` -- no training: diffusers' ``DDPMPipeline``
-  (``UNet2DModel`` + ``DDIMScheduler``), ``DiTPipeline`` (``Transformer2DModel``, the ppdiffusers
+  (``UNet2DModel`` + the Paddle row's scheduler class, ``DDPMScheduler`` for the main job's ancestral sampling), ``DiTPipeline`` (``Transformer2DModel``, the ppdiffusers
   class the project exports its DiT to, + ``AutoencoderKL`` + ``DDIMScheduler``) and
   ``StableDiffusionPipeline`` (``UNet2DConditionModel`` + ``CLIPTextModel`` + ``AutoencoderKL`` +
   ``DPMSolverMultistepScheduler``, the Paddle row's CLIP BPE tokenizer files) with the Paddle
@@ -269,10 +269,12 @@ def _sampling_step(pipe, spec, **kwargs):
 
 
 def run_sampling_ddpm(spec):
-    from diffusers import DDIMScheduler, DDPMPipeline, UNet2DModel
+    import diffusers
+    from diffusers import DDPMPipeline, UNet2DModel
 
     unet = UNet2DModel.from_config(_clean(spec["unet"])).eval()
-    pipe = DDPMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(_clean(spec["scheduler"])))
+    scheduler_class = getattr(diffusers, spec.get("scheduler_class", "DDIMScheduler"))  # the Paddle row's sampler
+    pipe = DDPMPipeline(unet=unet, scheduler=scheduler_class.from_config(_clean(spec["scheduler"])))
     return unet, _sampling_step(pipe, spec, batch_size=spec["batch"])
 
 

@@ -158,14 +158,16 @@ def face_rate_on_real_faces(folder, limit=100):
     return face_rate([Image.open(os.path.join(folder, n)) for n in names])
 
 
-def _ddpm_samples(pipeline_dir, num_images, num_inference_steps, seed, fast_ops=True):
+def _ddpm_samples(pipeline_dir, num_images, num_inference_steps, seed, fast_ops=True, scheduler="ddim"):
     import paddle
-    from ppdiffusers import DDIMScheduler, DDPMPipeline
+    from ppdiffusers import DDPMPipeline
+
+    from common.diffusion_utils import ddpm_sampling_scheduler
 
     pipe = DDPMPipeline.from_pretrained(pipeline_dir)
     apply_fast_ops(pipe, fast_ops)
-    if num_inference_steps < pipe.scheduler.config.num_train_timesteps:
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    if scheduler == "ddpm" or num_inference_steps < pipe.scheduler.config.num_train_timesteps:
+        pipe.scheduler = ddpm_sampling_scheduler(pipe.scheduler, scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe(batch_size=num_images, num_inference_steps=num_inference_steps, generator=paddle.Generator().manual_seed(seed)).images
 
@@ -217,13 +219,22 @@ def txt2img_digit_samples(pipeline_dir, samples_per_class=8, num_inference_steps
         raise ValueError(f"--txt2img_pipeline {pipeline_dir!r}: model_index.json names the pipeline class {class_name!r}, "
                          "which ppdiffusers does not have (expected e.g. StableDiffusionPipeline or LDMTextToImagePipeline)")
     pipe = cls.from_pretrained(pipeline_dir)
-    apply_fast_ops(pipe, fast_ops)
+    if isinstance(pipe, ppdiffusers.DiffusionPipeline):  # a stand-in class (the tests' digit drawer) has no layers to speed up
+        apply_fast_ops(pipe, fast_ops)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     labels = [c for _ in range(samples_per_class) for c in range(10)]
     out = pipe([DIGIT_PROMPTS[c] for c in labels], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                generator=paddle.Generator().manual_seed(seed))
     return list(out.images), labels
+
+
+def _save_judged_grid(images, path, nrow):
+    """``--save_grid``: the judged ``images`` as one PNG at ``path`` (2x nearest upscale); nothing when ``path`` is None."""
+    if path:
+        from common.images import save_grid
+
+        print(f"grid of the judged samples: {save_grid(images, path, nrow=nrow, upscale=2)}")
 
 
 def main(argv=None):
@@ -236,15 +247,20 @@ def main(argv=None):
     p.add_argument("--samples_per_class", type=int, default=8, help="--dit_pipeline / --txt2img_pipeline: samples of every digit")
     p.add_argument("--num_images", type=int, default=64, help="--ddpm_pipeline: samples")
     p.add_argument("--num_inference_steps", type=int, default=25)
+    p.add_argument("--scheduler", default="ddim", choices=["ddim", "ddpm"], help="--ddpm_pipeline: sample with DDIM or with ancestral DDPM steps "
+                   "(common.diffusion_utils.ddpm_sampling_scheduler); use what the launcher's grid uses")
     p.add_argument("--guidance_scale", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save_grid", default=None, help="also save the judged samples as one grid PNG here (rows of --samples_per_class "
+                                                     "for the digits, sqrt(--num_images) per row for the faces), so the grid shown is the one scored")
     add_fast_ops_argument(p)  # --fast_ops (CPU speed-ups, on by default)
     args = p.parse_args(argv)
     if args.samples_per_class < 1 or args.num_images < 1 or args.num_inference_steps < 1:
         p.error("--samples_per_class, --num_images and --num_inference_steps must be >= 1")
     if args.ddpm_pipeline:
-        images = _ddpm_samples(args.ddpm_pipeline, args.num_images, args.num_inference_steps, args.seed, args.fast_ops)
+        images = _ddpm_samples(args.ddpm_pipeline, args.num_images, args.num_inference_steps, args.seed, args.fast_ops, args.scheduler)
         rate = face_rate(images)
+        _save_judged_grid(images, args.save_grid, nrow=max(1, int(round(len(images) ** 0.5))))
         print(f"face rate {rate:.2f} ({int(round(rate * len(images)))}/{len(images)}) on {args.ddpm_pipeline}; "
               f"the real training faces score 0.84, noise 0")
         return rate
@@ -255,6 +271,7 @@ def main(argv=None):
         folder = args.dit_pipeline
         images, labels = _dit_samples(folder, args.samples_per_class, args.num_inference_steps, args.guidance_scale, args.seed, args.fast_ops)
     acc, per_class = score_digit_images(images, labels)
+    _save_judged_grid(images, args.save_grid, nrow=10)
     hits = int(round(acc * len(labels)))
     print(f"digit accuracy {acc:.2f} ({hits}/{len(labels)}) on {folder}; chance 0.10; "
           f"per class {' '.join(f'{c}:{a:.2f}' for c, a in per_class.items())}")

@@ -2,7 +2,10 @@
 (stable_diffusion, ddpm_tutorial's explicit loop)."""
 import paddle
 
-__all__ = ["min_snr_loss_weights"]
+__all__ = ["min_snr_loss_weights", "DDPM_SAMPLERS", "ddpm_sampling_scheduler"]
+
+# what a DDPMPipeline can sample with: "ddpm" = ancestral (the pipeline's own DDPMScheduler), "ddim" = deterministic DDIM
+DDPM_SAMPLERS = ("ddpm", "ddim")
 
 
 def min_snr_loss_weights(noise_scheduler, timesteps, snr_gamma, prediction_type="epsilon"):
@@ -41,3 +44,31 @@ def min_snr_loss_weights(noise_scheduler, timesteps, snr_gamma, prediction_type=
     if prediction_type == "sample":
         return clipped
     raise ValueError(f"--prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
+
+
+def ddpm_sampling_scheduler(scheduler, sampler):
+    """The scheduler a ``DDPMPipeline`` samples with, built from the training scheduler's config.
+
+    Args:
+        scheduler: the ``DDPMScheduler`` the UNet was trained with (or any scheduler whose config
+            carries ``num_train_timesteps``, the betas and ``prediction_type``).
+        sampler: ``"ddpm"``: ancestral sampling, ``DDPMScheduler.from_config`` (Ho et al. 2020,
+            Alg. 2).  With fewer inference steps than training steps ppdiffusers walks every
+            ``T // steps``-th timestep and recomputes the posterior variance of each jump
+            (diffusers' default when ``DDPMPipeline(num_inference_steps=N)`` is called, and what
+            diffusers' ``train_unconditional`` samples its grids with).  ``"ddim"``:
+            ``DDIMScheduler.from_config``, deterministic DDIM with eta 0 (Song et al. 2021, eq. 12).
+
+    Returns:
+        a new scheduler (the given one is not changed).
+
+    Raises:
+        ValueError: ``sampler`` is not one of :data:`DDPM_SAMPLERS`.
+    """
+    from ppdiffusers import DDIMScheduler, DDPMScheduler
+
+    if sampler == "ddpm":
+        return DDPMScheduler.from_config(scheduler.config)
+    if sampler == "ddim":
+        return DDIMScheduler.from_config(scheduler.config)
+    raise ValueError(f"sampler must be one of {DDPM_SAMPLERS}, got {sampler!r}")

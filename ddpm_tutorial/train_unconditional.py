@@ -18,14 +18,14 @@ import common.bootstrap  # noqa: E402,F401 -- CPU threads before paddle loads
 
 import paddle
 import paddle.nn.functional as F
-from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from ppdiffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from ppdiffusers.optimization import get_scheduler
 from ppdiffusers.training_utils import EMAModel
 from PIL import Image
 
 from common.arg_checks import require_divisible, require_non_negative, require_positive, require_range, usage_errors
 from common.checkpoint import gather_rng_states, load_checkpoint, load_optimizer_state, optimizer_state, preserve_rng_state, restore_rank_rng_state, save_checkpoint
-from common.diffusion_utils import min_snr_loss_weights
+from common.diffusion_utils import DDPM_SAMPLERS, ddpm_sampling_scheduler, min_snr_loss_weights
 from common.distributed import (barrier, get_rank, get_world_size, init_distributed, is_main_process, seed_everything, seed_model_init, shutdown_distributed,
                                 wrap_data_parallel)
 from common.fast_ops import add_fast_ops_argument, apply_fast_ops, describe_fast_ops
@@ -85,7 +85,10 @@ def parse_args(argv=None):
     p.add_argument("--logging_steps", type=int, default=10)
     p.add_argument("--save_images_steps", type=int, default=500, help="sample a grid every N steps (0: only at the end)")
     p.add_argument("--num_sample_images", type=int, default=16)
-    p.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="sampling steps, 1..ddpm_num_steps (< ddpm_num_steps uses DDIM)")
+    p.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="sampling steps of the grids, 1..ddpm_num_steps")
+    p.add_argument("--ddpm_sampler", default="ddim", choices=list(DDPM_SAMPLERS),
+                   help="sampler of the grids: ddim (deterministic; used only below ddpm_num_steps steps, else ancestral) or ddpm (ancestral DDPM "
+                        "steps on a respaced grid, as diffusers' train_unconditional samples); the saved pipeline keeps the DDPMScheduler either way")
     p.add_argument("--checkpointing_steps", type=int, default=500, help="checkpoint every N steps (> 0; also at the end)")
     p.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep the newest N checkpoints (0: all)")
     p.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
@@ -144,11 +147,13 @@ def to_grayscale(images):
     return (images * weights).sum(axis=1, keepdim=True)
 
 
-def sampling_pipeline(unet, noise_scheduler, num_inference_steps):
-    """DDPMPipeline over ``unet``; DDIM when fewer inference than training steps."""
+def sampling_pipeline(unet, noise_scheduler, num_inference_steps, sampler="ddim"):
+    """DDPMPipeline over ``unet`` for the sample grids: ``sampler`` "ddpm" keeps ancestral DDPM steps,
+    "ddim" switches to DDIM when there are fewer inference than training steps
+    (:func:`common.diffusion_utils.ddpm_sampling_scheduler`)."""
     scheduler = noise_scheduler
-    if num_inference_steps < noise_scheduler.config.num_train_timesteps:
-        scheduler = DDIMScheduler.from_config(noise_scheduler.config)
+    if sampler == "ddpm" or num_inference_steps < noise_scheduler.config.num_train_timesteps:
+        scheduler = ddpm_sampling_scheduler(noise_scheduler, sampler)
     pipeline = DDPMPipeline(unet=unet, scheduler=scheduler)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
@@ -257,7 +262,7 @@ def train(args, run, guard):
 
     def save_samples(step):
         with preserve_rng_state():  # building the EMA copy and sampling must not shift training noise
-            pipeline = sampling_pipeline(ema_unet(), noise_scheduler, args.ddpm_num_inference_steps)
+            pipeline = sampling_pipeline(ema_unet(), noise_scheduler, args.ddpm_num_inference_steps, args.ddpm_sampler)
             images = pipeline(batch_size=args.num_sample_images, num_inference_steps=args.ddpm_num_inference_steps, generator=paddle.Generator().manual_seed(args.seed), output_type="pil").images
         path = save_grid(images, sample_grid_path(args.output_dir, step), upscale=2)
         logger.log_images("samples", Image.open(path), step)

@@ -193,10 +193,16 @@ def test_two_process_launch_keeps_ranks_in_sync_and_logs_the_mean_loss(launch_2p
 def test_launchers_smoke(run_shell, tmp_path):
     out = tmp_path / "main_job"
     proc = run_shell("ddpm_tutorial/run_train_ddpm.sh", "--resolution", "16", "--block_out_channels", "16", "32", "--attention_levels", "1", "--ddpm_num_inference_steps", "2",
-                     env={"OUTPUT_DIR": str(out), "MAX_STEPS": "2", "BATCH_SIZE": "4", "GRID_SIZE": "2", "NPROC": "1", "NUM_INFERENCE_STEPS": "2",
-                          "NUM_EVAL_IMAGES": "2"}, timeout=300)
-    assert os.path.isfile(out / "grid.png") and os.path.isfile(out / "model_index.json")
-    assert re.search(r"face rate [0-9.]+ \(\d/2\)", proc.stdout), proc.stdout[-1000:]  # the launcher scores its pipeline
+                     env={"OUTPUT_DIR": str(out), "MAX_STEPS": "2", "BATCH_SIZE": "4", "GRID_SIZE": "2", "NPROC": "1", "NUM_INFERENCE_STEPS": "2"}, timeout=300)
+    assert os.path.isfile(out / "model_index.json")
+    assert re.search(r"face rate [0-9.]+ \(\d/4\)", proc.stdout), proc.stdout[-1000:]  # the launcher scores its pipeline: GRID_SIZE**2 samples
+    from PIL import Image
+    from ppdiffusers import DDPMPipeline
+
+    assert Image.open(out / "grid.png").size == (2 * (2 * 16 + 3 * 2),) * 2  # the scored samples, 2 x 2, upscaled 2x
+    assert DDPMPipeline.from_pretrained(str(out)).unet.config.in_channels == 1  # GRAYSCALE=1 by default: the faces are gray
+    bad = run_shell("ddpm_tutorial/run_train_ddpm.sh", env={"OUTPUT_DIR": str(tmp_path / "bad"), "GRAYSCALE": "yes"}, timeout=60, check=False)
+    assert bad.returncode == 2 and "GRAYSCALE must be 0 or 1, got 'yes'" in bad.stderr
     res = tmp_path / "trainer_style"  # the shared knob names; run from another working directory
     run_shell("ddpm_tutorial/run_train_trainer_style.sh", "--dim_mults", "1", "2", "--attention_levels", "1", "--num_samples", "4",
               env={"OUTPUT_DIR": str(res), "RESOLUTION": "16", "MAX_STEPS": "2", "SAVE_STEPS": "2", "BATCH_SIZE": "4", "NUM_INFERENCE_STEPS": "2",
@@ -616,3 +622,50 @@ def test_trainer_style_two_process_resume_restores_each_ranks_rng_and_logs_the_r
     assert rank_checksums(log_res) == full  # each rank drew the noise of the uninterrupted run
     assert _rank_losses(log_res)[0] == full_losses[0][3:]
     _assert_same_state(_milestone(tmp_path / "full", "last"), _milestone(tmp_path / "resumed", "last"))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sampling_scheduler_ends_at_the_predicted_x0(sampler):
+    """common.diffusion_utils.ddpm_sampling_scheduler: ancestral DDPM on a respaced 10-step grid and DDIM
+    both walk from noise to the model's x0 when the model always predicts the same x0 (prediction_type
+    'sample'); the training betas and prediction type are kept; an unknown sampler is named."""
+    from ppdiffusers import DDIMScheduler, DDPMScheduler
+
+    from common.diffusion_utils import ddpm_sampling_scheduler
+
+    train = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
+    sched = ddpm_sampling_scheduler(train, sampler)
+    assert type(sched) is {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[sampler] and sched is not train
+    np.testing.assert_allclose(sched.betas.numpy(), train.betas.numpy())
+    assert sched.config.prediction_type == "sample"
+    sched.set_timesteps(10)
+    assert len(sched.timesteps) == 10 and int(sched.timesteps[0]) >= 900
+    paddle.seed(0)
+    x0 = paddle.uniform([2, 1, 4, 4], min=-0.9, max=0.9)
+    x = paddle.randn([2, 1, 4, 4])
+    for t in sched.timesteps:
+        x = sched.step(x0, t, x).prev_sample
+    np.testing.assert_allclose(x.numpy(), x0.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        ddpm_sampling_scheduler(train, "euler")
+
+
+def test_sample_script_ddpm_sampler_and_step_range(demo_root, tmp_path):
+    """sample.py --scheduler ddpm --num_inference_steps N samples the saved pipeline's ancestral chain on N
+    respaced steps (a grid of N*N images, different from DDIM's deterministic grid); out-of-range steps are named;
+    the training script's --ddpm_sampler ddpm draws its grids the same way."""
+    import sample
+    from PIL import Image
+
+    out = tmp_path / "run"
+    _train(demo_root, out, "--max_train_steps", "2", "--checkpointing_steps", "2", "--ddpm_sampler", "ddpm", "--save_images_steps", "1")
+    assert os.path.isfile(out / "samples" / "step-1.png")
+    grids = {}
+    for sampler in ("ddpm", "ddim"):
+        path = sample.main(["--pipeline_dir", str(out), "--scheduler", sampler, "--num_inference_steps", "3", "--grid_size", "2", "--upscale", "1",
+                            "--output", str(tmp_path / f"{sampler}.png")])
+        grids[sampler] = np.asarray(Image.open(path), dtype=np.float32)
+        assert grids[sampler].shape[:2] == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)  # 2 x 2 images of 16 px, 2 px padding
+    assert np.abs(grids["ddpm"] - grids["ddim"]).mean() > 1.0
+    with pytest.raises(ValueError, match="--num_inference_steps must be in 1..1000"):
+        sample.main(["--pipeline_dir", str(out), "--scheduler", "ddpm", "--num_inference_steps", "1001"])

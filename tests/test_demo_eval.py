@@ -97,9 +97,18 @@ def test_txt2img_cli_prompts_each_digit_and_scores_it(demo_root, tmp_path, monke
     monkeypatch.setattr(_DigitDrawingPipeline, "calls", [])
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "DigitDrawingPipeline"}))
     argv = ["--txt2img_pipeline", str(tmp_path), "--samples_per_class", "2", "--num_inference_steps", "7", "--guidance_scale", "3"]
-    assert main(argv) == 1.0
+    assert main(argv + ["--save_grid", str(tmp_path / "judged.png")]) == 1.0
     out = capsys.readouterr().out
     assert "digit accuracy 1.00 (20/20)" in out and "per class 0:1.00" in out
+    from PIL import Image
+
+    from common.demo_eval import digit_judge, digit_features
+
+    side = _DigitDrawingPipeline(os.path.join(demo_root, "digits")).images[0].size[0]
+    grid = Image.open(tmp_path / "judged.png")  # --save_grid: the 20 judged samples, one digit per column, 2x upscaled
+    assert grid.size == (2 * (10 * side + 11 * 2), 2 * (2 * side + 3 * 2)) and f"grid of the judged samples: {tmp_path / 'judged.png'}" in out
+    cells = [grid.resize((grid.width // 2, grid.height // 2), Image.NEAREST).crop((2 + c * (side + 2), 2, 2 + c * (side + 2) + side, 2 + side)) for c in range(10)]
+    assert list(digit_judge().predict(digit_features(cells))) == list(range(10))
     prompts, steps, scale = _DigitDrawingPipeline.calls[0]
     assert (steps, scale) == (7, 3.0) and sorted(prompts) == sorted(list(DIGIT_PROMPTS) * 2)
     assert DIGIT_PROMPTS[7] == "a handwritten digit seven"
