@@ -23,7 +23,7 @@ from common.cpu_env import apply_cpu_env
 
 apply_cpu_env(verbose=False)
 
-from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, add_real_batch_argument, real_batch, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 DISC = dict(input_nc=3, ndf=64, n_layers=3)  # the PatchGAN train_vae.py builds (LPIPSWithDiscriminator defaults)
 ROWS = {
@@ -43,6 +43,8 @@ def run_row(name, steps, warmup=2):
     from vae_model import VAEWithPosterior, read_vae_config, resize_to
 
     row = ROWS[name]
+    if name == "f8f16":
+        row = dict(row, batch=real_batch(row["batch"]))  # --real_batch
     paddle.seed(0)
     vae = AutoencoderKL.from_config(read_vae_config(os.path.join(REPO_ROOT, "autoencoder", "config", row["config"])))
     model = VAEWithPosterior(vae)
@@ -83,6 +85,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row (after 2 warm-up steps)")
     parser.add_argument("--f8f16", action="store_true", help="also time config/vae.json at 256 -> 512 (1 step)")
     add_bench_arguments(parser)
+    add_real_batch_argument(parser, "f8f16")
     args = parser.parse_args()
     check_bench_arguments(parser, args)
     if args.steps < 1:

@@ -27,7 +27,7 @@ from diffusion import create_diffusion
 from models import DiT, load_model_config, model_kwargs
 from transport import create_transport
 
-from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, add_real_batch_argument, real_batch, bench_fast_ops, check_bench_arguments, emit, run_rows, time_steps  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "class_conditional", "config")
 
@@ -54,8 +54,8 @@ def row_specs(batch_size, steps):
         "dit_demo": ("DiT_demo.json, DiT diffusion", load_model_config(os.path.join(CONFIG_DIR, "DiT_demo.json")), "dit", batch_size, steps, 1),
         "sit_demo": ("SiT_demo.json, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "SiT_demo.json")), "sit", batch_size, steps, 1),
         # real configs (latent 4x32x32 = 256 px through an f8 VAE) at a small batch, backbone step with the SiT loss
-        "s2_32_sit": ("DiT-S/2 @ 4x32x32, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "DiT_S_patch2.json")), "sit", 4, 2, 1),
-        "xl2_32_sit": ("DiT-XL/2 @ 4x32x32, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "DiT_XL_patch2.json")), "sit", 1, 2, 1),
+        "s2_32_sit": ("DiT-S/2 @ 4x32x32, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "DiT_S_patch2.json")), "sit", real_batch(4), 2, 1),
+        "xl2_32_sit": ("DiT-XL/2 @ 4x32x32, SiT Linear/velocity", load_model_config(os.path.join(CONFIG_DIR, "DiT_XL_patch2.json")), "sit", real_batch(1), 2, 1),
     }
 
 
@@ -96,6 +96,7 @@ def main():
     p.add_argument("--batch_size", type=int, default=32, help="batch of the demo-size rows")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(row_specs(1, 1)), help="rows to run (default: all but xl2_32_sit)")
     add_bench_arguments(p)
+    add_real_batch_argument(p, "s2_32_sit, xl2_32_sit")
     args = p.parse_args()
     check_bench_arguments(p, args)
     if args.steps < 1 or args.batch_size < 1:

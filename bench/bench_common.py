@@ -59,6 +59,15 @@ def add_bench_arguments(parser):
     return parser
 
 
+def add_real_batch_argument(parser, rows):
+    """Add ``--real_batch N`` to a bench script with real-config rows (``rows``: their names, for the help):
+    their batch instead of the row's small CPU default, e.g. the largest that fits the machine's RAM.  The
+    children read it through :func:`real_batch`; :func:`check_bench_arguments` range-checks it."""
+    parser.add_argument("--real_batch", type=int, default=None,
+                        help=f"batch of the real-config rows ({rows}) instead of their small CPU default; demo rows keep theirs")
+    return parser
+
+
 def _parse_bool(value):
     from common.fast_ops import parse_bool  # no paddle import
 
@@ -66,6 +75,14 @@ def _parse_bool(value):
 
 
 FAST_OPS_ENV = "BENCH_FAST_OPS"
+REAL_BATCH_ENV = "BENCH_REAL_BATCH"
+
+
+def real_batch(default):
+    """In a row child: the batch of a real-config row, ``--real_batch`` of the parent (``$BENCH_REAL_BATCH``)
+    or the row's own ``default`` (its small CPU batch).  Returns an int >= 1."""
+    value = os.environ.get(REAL_BATCH_ENV, "")
+    return int(value) if value else default
 
 
 def bench_fast_ops(model):
@@ -86,6 +103,8 @@ def check_bench_arguments(parser, args):
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.timeout <= 0:
         parser.error(f"--timeout must be > 0, got {args.timeout}")
+    if getattr(args, "real_batch", None) is not None and args.real_batch < 1:
+        parser.error(f"--real_batch must be >= 1, got {args.real_batch}")
 
 
 def torch_status(python):
@@ -247,6 +266,7 @@ def run_rows(script, names, args, child_args=()):
     reasons = cpu_env_settings()[1]
     apply_cpu_env(verbose=False)  # the children (Paddle and PyTorch alike) inherit the same thread settings
     os.environ[FAST_OPS_ENV] = "1" if getattr(args, "fast_ops", True) else "0"  # the Paddle children read it (bench_fast_ops)
+    os.environ[REAL_BATCH_ENV] = str(args.real_batch) if getattr(args, "real_batch", None) else ""  # and this (real_batch)
     compare = args.compare == "torch"
     torch_ok = False
     if compare:

@@ -21,7 +21,7 @@ import time
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "ddpm_tutorial"))
-from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, add_real_batch_argument, real_batch, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 
 def row_train(steps=10, warmup=2, batch=8, block_out_channels=(16, 32, 64, 128), attention_levels=(), layers_per_block=1, resolution=None, channels=1):
@@ -100,7 +100,7 @@ def row_train_script_default():
 
 def row_tutorial128():
     """The tutorial's GPU layout (README: 128 px, 128/128/256/256/512/512, attention at level 4, 2 layers per block) at batch 2."""
-    return row_train(steps=2, warmup=1, batch=2, block_out_channels=(128, 128, 256, 256, 512, 512), attention_levels=(4,), layers_per_block=2, resolution=128,
+    return row_train(steps=2, warmup=1, batch=real_batch(2), block_out_channels=(128, 128, 256, 256, 512, 512), attention_levels=(4,), layers_per_block=2, resolution=128,
                      channels=3)
 
 
@@ -111,6 +111,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     add_bench_arguments(p)
+    add_real_batch_argument(p, "tutorial128")
     args = p.parse_args()
     check_bench_arguments(p, args)
     if args.child:

@@ -23,7 +23,7 @@ import paddle
 from uvit_diffusion import UViTLatentDiffusion
 from uvit_trainer import build_unet, load_unet_config
 
-from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, emit, run_rows, time_steps
+from bench_common import add_bench_arguments, add_real_batch_argument, real_batch, bench_fast_ops, check_bench_arguments, emit, run_rows, time_steps
 
 PAPER_PARAMS_M = {"uvit_t2i_small_deep": 58.0}
 ROWS = {"small_deep_b1": ("uvit_t2i_small_deep", 1), "demo_b1": ("uvit_t2i_demo", 1), "demo_b64": ("uvit_t2i_demo", 64)}
@@ -59,12 +59,14 @@ def main():
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per row")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     add_bench_arguments(parser)
+    add_real_batch_argument(parser, "small_deep_b1")
     args = parser.parse_args()
     check_bench_arguments(parser, args)
     if args.steps < 1 or args.warmup < 0:
         parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     if args.child:
-        emit(bench(*ROWS[args.child], args.steps, args.warmup))
+        config_name, batch = ROWS[args.child]
+        emit(bench(config_name, real_batch(batch) if args.child == "small_deep_b1" else batch, args.steps, args.warmup))  # --real_batch
         return
     print(f"paddle {paddle.__version__}, device {paddle.device.get_device()}")
     run_rows(__file__, args.rows, args, ["--steps", args.steps, "--warmup", args.warmup])

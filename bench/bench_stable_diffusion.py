@@ -23,7 +23,7 @@ import sys
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "stable_diffusion"))
-from bench_common import add_bench_arguments, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
+from bench_common import add_bench_arguments, add_real_batch_argument, real_batch, bench_fast_ops, check_bench_arguments, config_dict, emit, run_rows, time_steps  # noqa: E402
 
 ROWS = {
     "demo": dict(unet="unet_demo.json", text="text_encoder_demo.json", vae="demo", resolution=32, batch=32, tokens=16, warmup=2, steps=5),
@@ -52,6 +52,8 @@ def run_row(name):
     from sd_pipeline_utils import load_unet, make_training_scheduler
 
     row = ROWS[name]
+    if name == "sd-v1":
+        row = dict(row, batch=real_batch(row["batch"]))  # --real_batch
     cfg_dir = os.path.join(REPO, "stable_diffusion", "config")
     paddle.seed(0)
     vae = load_vae("random")[0] if row["vae"] == "demo" else AutoencoderKL.from_config(SD_VAE)
@@ -92,6 +94,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="demo,sd-v1", help="comma-separated rows to run: " + ", ".join(ROWS))
     add_bench_arguments(parser)
+    add_real_batch_argument(parser, "sd-v1")
     args = parser.parse_args()
     check_bench_arguments(parser, args)
     if args.child:

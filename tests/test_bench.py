@@ -1,6 +1,6 @@
 """bench/ harness: ``--compare torch`` without torch skips cleanly, a Paddle row runs in its own
 process (a training row and the sampling bench's DDPM row), ``--fast_ops False`` gives stock-paddle
-rows, bench_ops' demo A/B prints its before/after rows, and (only when a torch interpreter is
+rows, ``--real_batch`` sets the batch of the real-config rows, bench_ops' demo A/B prints its before/after rows, and (only when a torch interpreter is
 given in $BENCH_TORCH_PYTHON) the PyTorch mirror holds the same number of parameters.  No timing
 assertions: speed lives in bench/."""
 import os
@@ -81,6 +81,19 @@ def test_sampling_bench_without_torch_runs_the_paddle_row(python_without_torch):
 def test_bad_shared_flag_is_named():
     proc = subprocess.run([sys.executable, *TINY_ROW, "--repeats", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--repeats must be >= 1" in proc.stderr
+
+
+def test_real_batch_reaches_the_real_row_only():
+    """``--real_batch`` sets the batch of a real-config row's child (DiT-S/2 at 4x32x32, default 4), not the demo rows';
+    0 is refused naming the flag."""
+    cmd = [sys.executable, "bench/bench_class_conditional.py", "--rows", "s2_32_sit", "sit_demo", "--batch_size", "3", "--steps", "1"]
+    proc = subprocess.run(cmd + ["--real_batch", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    batches = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in proc.stdout.splitlines()
+               if line.startswith("| DiT-S/2 @ 4x32x32") or line.startswith("| SiT_demo.json")}
+    assert batches == {"DiT-S/2 @ 4x32x32, SiT Linear/velocity": "2", "SiT_demo.json, SiT Linear/velocity": "3"}, proc.stdout
+    bad = subprocess.run(cmd + ["--real_batch", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--real_batch must be >= 1" in bad.stderr
 
 
 @pytest.mark.skipif(not os.environ.get("BENCH_TORCH_PYTHON"), reason="set BENCH_TORCH_PYTHON to an interpreter with torch + diffusers")

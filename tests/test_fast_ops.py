@@ -1,7 +1,8 @@
 """common/fast_ops.py: the CPU fast paths change speed only.
 
 For every model kind the project trains or samples (the DDPM UNet2DModel, the SD demo
-UNet2DConditionModel, the class_conditional DiT, the demo AutoencoderKL, the demo U-ViT): the same
+UNet2DConditionModel, the class_conditional DiT and its exported ppdiffusers Transformer2DModel, the demo
+AutoencoderKL, the demo U-ViT): the same
 inputs give the same outputs and the same parameter gradients (allclose, rtol 1e-5) with and
 without the swaps; the state_dict keys do not change; a save_pretrained folder written by a swapped
 model loads in plain ppdiffusers and computes the same; the opt-out (``enable=False``, the scripts'
@@ -75,6 +76,18 @@ def _dit():
     return model, inputs, lambda m, x, t, y: m(x, t, y)
 
 
+def _dit_transformer2d():
+    """The ppdiffusers Transformer2DModel (ada_norm_zero blocks) that class_conditional exports for DiTPipeline."""
+    from models import DiT, load_model_config, model_kwargs
+    from models.export import to_transformer2d
+
+    cfg = load_model_config(os.path.join(REPO, "class_conditional", "config", "DiT_demo.json"))
+    paddle.seed(0)
+    model = to_transformer2d(DiT(**model_kwargs(cfg)), cfg)
+    inputs = (paddle.randn([2, 4, 8, 8]), paddle.to_tensor([5, 800], dtype="int64"), paddle.to_tensor([3, 1000], dtype="int64"))
+    return model, inputs, lambda m, x, t, y: m(x, timestep=t, class_labels=y).sample
+
+
 def _vae():
     from ppdiffusers import AutoencoderKL
 
@@ -104,6 +117,7 @@ MODELS = {  # kind: (builder, minimum number of layers each swap must reach)
     "ddpm_unet_attention": (lambda: _ddpm(True), {"conv_bias": 1, "linear_bias_grad": 4}),
     "sd_unet2dcondition": (_sd_unet, {"conv_bias": 1, "linear_bias_grad": 10}),
     "dit": (_dit, {"project": 5, "conv_bias": 1, "linear_bias_grad": 20}),
+    "dit_transformer2d": (_dit_transformer2d, {"ada_norm_zero": 4, "conv_bias": 1, "linear_bias_grad": 20}),
     "vae": (_vae, {"conv_bias": 1, "downsample_pad": 2, "linear_bias_grad": 4}),
     "uvit": (_uvit, {"conv_bias": 2, "linear_bias_grad": 20}),
 }
@@ -160,7 +174,7 @@ def test_same_outputs_gradients_and_keys(kind):
     np.testing.assert_array_equal(out0, out2)
 
 
-@pytest.mark.parametrize("kind", ["ddpm_unet", "sd_unet2dcondition", "vae", "uvit"])
+@pytest.mark.parametrize("kind", ["ddpm_unet", "sd_unet2dcondition", "dit_transformer2d", "vae", "uvit"])
 def test_save_pretrained_folder_loads_in_plain_ppdiffusers(kind, tmp_path):
     build, _ = MODELS[kind]
     model, inputs, call = build()
@@ -183,6 +197,20 @@ def test_save_pretrained_folder_loads_in_plain_ppdiffusers(kind, tmp_path):
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(loaded.state_dict()[name].numpy(), value.numpy(), err_msg=name)
     _assert_close(fast_out, call(loaded, *inputs).numpy(), f"{kind}: loaded folder output")
+
+
+def test_ada_norm_zero_blocks_fall_back_to_the_class_forward():
+    """Chunked feed-forward (a branch the fast block does not take) runs ppdiffusers' own forward: same output."""
+    model, inputs, call = _dit_transformer2d()
+    _randomize(model)
+    model.eval()
+    with paddle.no_grad():
+        out0 = call(model, *inputs).numpy()
+        assert apply_fast_ops(model, True)["ada_norm_zero"] == len(model.transformer_blocks)
+        _assert_close(out0, call(model, *inputs).numpy(), "fast ada_norm_zero blocks")
+        for block in model.transformer_blocks:
+            block.set_chunk_feed_forward(8, 1)  # 16 tokens in chunks of 8
+        _assert_close(out0, call(model, *inputs).numpy(), "chunked feed-forward (class forward)")
 
 
 def test_gradient_checkpointing_and_frozen_parts():
