@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -174,7 +175,11 @@ def _parse(proc_out, returncode, stderr):
     lines = [line for line in proc_out.splitlines() if line.startswith(RESULT_PREFIX)]
     if returncode == 0 and lines:
         return json.loads(lines[-1][len(RESULT_PREFIX):])
-    err = [line for line in stderr.strip().splitlines() if line.strip()]
+    if returncode is not None and returncode < 0:  # killed: the OOM killer sends SIGKILL
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        return {"error": f"killed by {name}" + (" (out of memory? see dmesg; try a smaller --real_batch)" if name == "SIGKILL" else "")}
+    err = [line for line in stderr.strip().splitlines()
+           if line.strip() and "Warning: " not in line and not line.strip().startswith("warnings.warn(")]  # skip python warnings
     return {"error": err[-1][-300:] if err else f"exit status {returncode}"}
 
 

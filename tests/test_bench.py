@@ -42,6 +42,13 @@ def test_torch_status_of_a_missing_interpreter(tmp_path):
     assert not ok and "no_such_python" in text
 
 
+def test_a_failed_row_names_the_cause_not_a_warning():
+    """A row killed by the OOM killer says so; a crash reports its error line, not a trailing python warning."""
+    assert "killed by SIGKILL (out of memory?" in bench_common._parse("", -9, "  warnings.warn('x')\n")["error"]
+    stderr = "Traceback ...\nMemoryError: cannot allocate\n/x/y.py:3: UserWarning: z\n  warnings.warn('z')\n"
+    assert bench_common._parse("", 1, stderr) == {"error": "MemoryError: cannot allocate"}
+
+
 def test_time_steps_checks_its_arguments():
     calls = []
     out = bench_common.time_steps(lambda: calls.append(1), warmup=2, steps=3)
