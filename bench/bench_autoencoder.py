@@ -5,10 +5,13 @@ Rows (each measured in its own process so peak RSS belongs to that row):
 * ``demo``       -- config/vae_demo.json, 32 px, batch 8, no LPIPS, no GAN (run_train_vae_demo.sh)
 * ``demo+gan``   -- the same with the PatchGAN on (adaptive weight + discriminator step)
 * ``f8f16``      -- config/vae.json (f8 encoder / f16 decoder, 75M params), 256 px input -> 512 px
-                    target, batch 1, no LPIPS, GAN on; only with ``--f8f16`` (slow on CPU)
+                    target, batch 1 (``--real_batch``), LPIPS (weight 1, as train_vae.py) and GAN on;
+                    only with ``--f8f16`` (slow on CPU).  LPIPS' VGG16 trunk gets random weights here
+                    (the ImageNet file cannot be fetched offline; the cost is the same), its heads are
+                    paddle-lpips' learned ones
 
 With ``--compare torch`` every row is also timed in PyTorch: diffusers ``Encoder``/``Decoder`` with the
-same channel lists, the same L1 + KL + log-variance loss, PatchGAN, adaptive weight and Adam
+same channel lists, the same L1 (+ LPIPS) + KL + log-variance loss, PatchGAN, adaptive weight and Adam
 (bench/torch_mirrors.py).  Harness: bench/bench_common.py.
 
 Usage: ``python bench/bench_autoencoder.py [--steps 10] [--f8f16] [--compare torch --torch_python PY]``
@@ -16,6 +19,7 @@ Usage: ``python bench/bench_autoencoder.py [--steps 10] [--f8f16] [--compare tor
 import argparse
 import os
 import sys
+import tempfile
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO_ROOT)
@@ -27,10 +31,22 @@ from bench_common import add_bench_arguments, add_real_batch_argument, real_batc
 
 DISC = dict(input_nc=3, ndf=64, n_layers=3)  # the PatchGAN train_vae.py builds (LPIPSWithDiscriminator defaults)
 ROWS = {
-    "demo": dict(config="vae_demo.json", batch=8, resolution=32, input_size=None, gan=False),
-    "demo+gan": dict(config="vae_demo.json", batch=8, resolution=32, input_size=None, gan=True),
-    "f8f16": dict(config="vae.json", batch=1, resolution=512, input_size=256, gan=True),
+    "demo": dict(config="vae_demo.json", batch=8, resolution=32, input_size=None, gan=False, lpips=False),
+    "demo+gan": dict(config="vae_demo.json", batch=8, resolution=32, input_size=None, gan=True, lpips=False),
+    "f8f16": dict(config="vae.json", batch=1, resolution=512, input_size=256, gan=True, lpips=True),
 }
+
+
+def _random_vgg16_file(folder):
+    """Write a ``vgg16.pdparams``-shaped file of randomly initialised paddle.vision VGG16 ``features.*`` weights (for
+    LPIPS' trunk: the timing does not depend on the values) into ``folder``; returns its path."""
+    import paddle
+    from paddle.vision.models import vgg16
+
+    path = os.path.join(folder, "vgg16_random.pdparams")
+    features = vgg16(pretrained=False, with_pool=False, num_classes=0).features
+    paddle.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path
 
 
 def run_row(name, steps, warmup=2):
@@ -48,8 +64,10 @@ def run_row(name, steps, warmup=2):
     paddle.seed(0)
     vae = AutoencoderKL.from_config(read_vae_config(os.path.join(REPO_ROOT, "autoencoder", "config", row["config"])))
     model = VAEWithPosterior(vae)
-    loss_fn = LPIPSWithDiscriminator(disc_start=0 if row["gan"] else 10**9, perceptual_weight=0, disc_in_channels=DISC["input_nc"],
-                                     disc_ndf=DISC["ndf"], disc_num_layers=DISC["n_layers"])
+    with tempfile.TemporaryDirectory(prefix="bench_vgg16_") as folder:  # LPIPS reads the trunk file once, here
+        loss_fn = LPIPSWithDiscriminator(disc_start=0 if row["gan"] else 10**9, perceptual_weight=1.0 if row["lpips"] else 0,
+                                         disc_in_channels=DISC["input_nc"], disc_ndf=DISC["ndf"], disc_num_layers=DISC["n_layers"],
+                                         lpips_backbone_path=_random_vgg16_file(folder) if row["lpips"] else None)
     bench_fast_ops(model)  # as train_vae.py does on CPU (--fast_ops)
     bench_fast_ops(loss_fn)
     opt_ae = paddle.optimizer.Adam(1e-4, parameters=list(vae.parameters()) + [loss_fn.logvar], beta1=0.5, beta2=0.9)
@@ -73,11 +91,12 @@ def run_row(name, steps, warmup=2):
     timing = time_steps(step, warmup, steps)
     params = sum(int(p.numel()) for p in vae.parameters())
     disc_params = sum(int(p.numel()) for p in loss_fn.discriminator.parameters() if not p.stop_gradient)  # BN statistics are parameters in paddle
-    return dict(timing, row=f"{name}: VAE step ({row['config']}, {row['input_size'] or row['resolution']}->{row['resolution']} px{', GAN' if row['gan'] else ''})",
+    extras = (", LPIPS" if row["lpips"] else "") + (", GAN" if row["gan"] else "")
+    return dict(timing, row=f"{name}: VAE step ({row['config']}, {row['input_size'] or row['resolution']}->{row['resolution']} px{extras})",
                 params=params, params_other=disc_params if row["gan"] else None, batch=row["batch"],
                 images_per_s=row["batch"] * 1000.0 / timing["ms_per_step"], threads=os.environ.get("OMP_NUM_THREADS"),
                 torch=dict(kind="vae", config=config_dict(vae.config), batch=row["batch"], resolution=row["resolution"], input_size=row["input_size"],
-                           gan=row["gan"], disc=DISC, warmup=warmup, steps=steps))
+                           gan=row["gan"], lpips=row["lpips"], disc=DISC, warmup=warmup, steps=steps))
 
 
 def main():

@@ -16,7 +16,8 @@ parent can check that both sides hold the same model:
 * ``sd``     -- frozen ``AutoencoderKL`` encode + frozen transformers ``CLIPTextModel`` +
   ``UNet2DConditionModel`` epsilon MSE, AdamW(1e-4) on the UNet.
 * ``vae``    -- ``AutoencoderKL`` (diffusers ``Encoder``/``Decoder`` so the f8-encoder / f16-decoder
-  channel lists are honoured), L1 + KL + learned log-variance, and when ``gan``: PatchGAN
+  channel lists are honoured), L1 (+ LPIPS when ``lpips``: VGG16 trunk to relu5_3 with random weights,
+  five 1x1 heads, as autoencoder/vae_losses.LPIPS) + KL + learned log-variance, and when ``gan``: PatchGAN
   (pix2pix ``NLayerDiscriminator``) hinge loss with the adaptive generator weight
   (Esser et al. 2021, eq. 7) and a discriminator step; Adam(1e-4, betas 0.5/0.9).
 * ``sampling_ddpm`` / ``sampling_dit`` / ``sampling_sd`` -- no training: diffusers' ``DDPMPipeline``
@@ -196,6 +197,47 @@ def _patchgan(input_nc, ndf, n_layers):
     return nn.Sequential(*layers, nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
 
 
+def _lpips_vgg16():
+    """LPIPS v0.1 on a VGG16 trunk (Zhang et al. 2018), the layout of autoencoder/vae_losses.LPIPS: input scaling,
+    conv3x3+ReLU stages with max-pools, taps after relu1_2 .. relu5_3, unit-normalised channel features, squared
+    difference, a 1x1 head per tap, spatial mean, summed.  Random frozen weights (timing only); the graph to the
+    inputs is kept.  Returns ``lpips(x, y) -> (B, 1, 1, 1)``."""
+    import torch
+    import torch.nn as nn
+
+    layers, taps, c_in = [], [], 3
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c_in, v, 3, padding=1), nn.ReLU()]
+            c_in = v
+    taps = (3, 8, 15, 22, 29)
+    features = nn.Sequential(*layers[: taps[-1] + 1]).eval().requires_grad_(False)
+    heads = nn.ModuleList([nn.Conv2d(c, 1, 1, bias=False) for c in (64, 128, 256, 512, 512)]).eval().requires_grad_(False)
+    shift = torch.tensor([-0.030, -0.088, -0.188]).reshape(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).reshape(1, 3, 1, 1)
+
+    def tapped(x):
+        outs, h = [], (x - shift) / scale
+        for i, layer in enumerate(features):
+            h = layer(h)
+            if i in taps:
+                outs.append(h)
+        return outs
+
+    def lpips(x, y):
+        total = 0.0
+        for head, fx, fy in zip(heads, tapped(x), tapped(y)):
+            fx = fx / (torch.sqrt(torch.sum(fx * fx, dim=1, keepdim=True)) + 1e-10)
+            fy = fy / (torch.sqrt(torch.sum(fy * fy, dim=1, keepdim=True)) + 1e-10)
+            total = total + head((fx - fy) ** 2).mean(dim=(2, 3), keepdim=True)
+        return total
+
+    lpips.params = sum(p.numel() for p in features.parameters()) + sum(p.numel() for p in heads.parameters())
+    return lpips
+
+
 def run_vae(spec):
     import torch
     import torch.nn as nn
@@ -230,11 +272,13 @@ def run_vae(spec):
     b = spec["batch"]
     x = torch.rand(b, 3, spec["resolution"], spec["resolution"]) * 2 - 1
     last = vae.decoder.conv_out.weight
+    lpips = _lpips_vgg16() if spec.get("lpips") else None
 
     def step():
         enc_in = F.interpolate(x, size=(spec["input_size"],) * 2, mode="area") if spec["input_size"] else x
         rec, mean, lv = vae(enc_in)
-        nll_loss = (torch.abs(x - rec) / torch.exp(logvar) + logvar).sum() / b
+        rec_loss = torch.abs(x - rec) + (lpips(x, rec) if lpips is not None else 0.0)
+        nll_loss = (rec_loss / torch.exp(logvar) + logvar).sum() / b
         kl_loss = (0.5 * torch.sum(mean**2 + torch.exp(lv) - 1.0 - lv, dim=[1, 2, 3])).sum() / b
         loss = nll_loss + kl_loss
         if disc is not None:

@@ -49,6 +49,23 @@ def test_a_failed_row_names_the_cause_not_a_warning():
     assert bench_common._parse("", 1, stderr) == {"error": "MemoryError: cannot allocate"}
 
 
+def test_f8f16_row_lpips_runs_on_a_random_vgg16_trunk(tmp_path):
+    """The f8/f16 VAE row times LPIPS with a random VGG16 trunk (no ImageNet file offline): the file it writes loads
+    into autoencoder/vae_losses.LPIPS and gives a positive distance between different images, zero for equal ones."""
+    import paddle
+
+    import bench_autoencoder
+
+    sys.path.insert(0, os.path.join(REPO, "autoencoder"))
+    from vae_losses import LPIPS
+
+    lpips = LPIPS(bench_autoencoder._random_vgg16_file(str(tmp_path)))
+    paddle.seed(0)
+    x, y = paddle.rand([2, 3, 32, 32]) * 2 - 1, paddle.rand([2, 3, 32, 32]) * 2 - 1
+    assert float(lpips(x, y).min()) > 0 and float(lpips(x, x).max()) == 0.0
+    assert bench_autoencoder.ROWS["f8f16"]["lpips"] and not bench_autoencoder.ROWS["demo"]["lpips"]
+
+
 def test_time_steps_checks_its_arguments():
     calls = []
     out = bench_common.time_steps(lambda: calls.append(1), warmup=2, steps=3)
