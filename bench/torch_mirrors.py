@@ -205,7 +205,7 @@ def _lpips_vgg16():
     import torch
     import torch.nn as nn
 
-    layers, taps, c_in = [], [], 3
+    layers, c_in = [], 3
     for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
@@ -234,7 +234,6 @@ def _lpips_vgg16():
             total = total + head((fx - fy) ** 2).mean(dim=(2, 3), keepdim=True)
         return total
 
-    lpips.params = sum(p.numel() for p in features.parameters()) + sum(p.numel() for p in heads.parameters())
     return lpips
 
 

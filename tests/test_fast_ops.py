@@ -199,18 +199,33 @@ def test_save_pretrained_folder_loads_in_plain_ppdiffusers(kind, tmp_path):
     _assert_close(fast_out, call(loaded, *inputs).numpy(), f"{kind}: loaded folder output")
 
 
-def test_ada_norm_zero_blocks_fall_back_to_the_class_forward():
-    """Chunked feed-forward (a branch the fast block does not take) runs ppdiffusers' own forward: same output."""
+def test_ada_norm_zero_blocks_fall_back_to_the_class_forward(monkeypatch):
+    """The fast block runs instead of ppdiffusers' forward; with chunked feed-forward (a branch it does not take) the
+    class forward runs again, and both give the stock output."""
+    from ppdiffusers.models.attention import BasicTransformerBlock
+
     model, inputs, call = _dit_transformer2d()
     _randomize(model)
     model.eval()
+    calls = []
+    stock_forward = BasicTransformerBlock.forward
+
+    def counting_forward(self, *args, **kwargs):
+        calls.append(1)
+        return stock_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(BasicTransformerBlock, "forward", counting_forward)
+    blocks = len(model.transformer_blocks)
     with paddle.no_grad():
         out0 = call(model, *inputs).numpy()
-        assert apply_fast_ops(model, True)["ada_norm_zero"] == len(model.transformer_blocks)
+        assert len(calls) == blocks
+        assert apply_fast_ops(model, True)["ada_norm_zero"] == blocks
         _assert_close(out0, call(model, *inputs).numpy(), "fast ada_norm_zero blocks")
+        assert len(calls) == blocks, "the swapped blocks must not call the class forward"
         for block in model.transformer_blocks:
             block.set_chunk_feed_forward(8, 1)  # 16 tokens in chunks of 8
         _assert_close(out0, call(model, *inputs).numpy(), "chunked feed-forward (class forward)")
+        assert len(calls) == 2 * blocks, "chunked feed-forward goes to the class forward"
 
 
 def test_gradient_checkpointing_and_frozen_parts():
